@@ -1,0 +1,1 @@
+"""comptrust: the study orchestrator (sweep)."""
