@@ -1,0 +1,162 @@
+"""``evaluate(config)``: plan, check endpoints, open the run directory, run, summarize."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from comptrust_core import ConfigError, EndpointError, RunInfo, record_key
+
+from comptrust_evaluate._version import __version__
+from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, Timeouts
+from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
+from comptrust_evaluate.plan import Plan, build_plan, load_suite, prompts_suite
+from comptrust_evaluate.progress import make_reporter
+from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
+from comptrust_evaluate.store import get_store, open_run_dir
+
+__all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan"]
+
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUTS = Timeouts(connect_s=10.0, read_s=30.0, total_s=30.0)
+
+
+@dataclass(frozen=True)
+class EndpointSummary:
+    name: str
+    url: str
+    protocol: str
+    total: int
+    resumed: int
+    ok: int
+    errors: int
+    refusals: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return (self.ok + self.errors) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: Path
+    run_id: str
+    plan: str
+    resumed: bool
+    endpoints: tuple[EndpointSummary, ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(e.errors for e in self.endpoints)
+
+
+def make_plan(config: EvaluateConfig) -> Plan:
+    """The requests ``config`` asks for (without touching any endpoint)."""
+    if config.prompts is not None:
+        return build_plan(prompts_suite(config.prompts), config.limit, description=f"prompts {config.prompts.name}")
+    assert config.suite is not None
+    return build_plan(load_suite(config.suite, config.data_dir), config.limit)
+
+
+def _api_key(spec: EndpointSpec) -> str | None:
+    if spec.api_key_env is None:
+        return None
+    value = os.environ.get(spec.api_key_env)
+    if not value:
+        raise EndpointError(
+            f"API key variable {spec.api_key_env} is not set (endpoint {spec.name or spec.url}); "
+            "export it, or drop --api-key-env"
+        )
+    return value
+
+
+async def _connect(spec: EndpointSpec, key: str | None) -> ProtocolClient:
+    """Detect the protocol if not given, then probe; an unreachable or wrong endpoint is a one-line error."""
+    provisional = spec.resolved(spec.protocol or "tgi")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with open_session(2, _PROBE_TIMEOUTS, headers) as session:
+        protocol = spec.protocol or await detect_protocol(session, provisional)
+        client = get_protocol(protocol)(spec.resolved(protocol), key)
+        described = await client.probe(session)
+    client.endpoint = client.endpoint.model_copy(update={"model": client.model})
+    log.info("endpoint %s at %s: %s", client.endpoint.name, client.endpoint.url, described)
+    return client
+
+
+async def evaluate_async(config: EvaluateConfig) -> RunSummary:
+    plan = make_plan(config)
+    keys = [_api_key(spec) for spec in config.endpoints]
+    clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
+    names = [c.endpoint.name for c in clients]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"endpoint names must be unique, got {', '.join(names)}; pass --name for each --endpoint")
+    info = RunInfo(
+        run_id=uuid.uuid4().hex[:12],
+        plan_hash=plan.plan_hash(names),
+        plan=plan.description,
+        tasks=plan.tasks,
+        endpoints=[c.endpoint for c in clients],
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        comptrust_version=__version__,
+    )
+    info, resumed = open_run_dir(config.out, info)
+    store = get_store("ndjson")
+    reporter = make_reporter(config.progress, config.log_interval_s)
+    jobs: list[EndpointJob] = []
+    try:
+        for client, key in zip(clients, keys, strict=True):
+            name = client.endpoint.name
+            done = store.load(config.out, name, drop_errors=config.retry_errors)
+            pending = [
+                u
+                for u in plan.units
+                if record_key(name, u.task.name, u.item.item_id, u.sample_index, u.request) not in done
+            ]
+            finished = len(plan.units) - len(pending)
+            log.info("endpoint %s: %d requests planned, %d already done", name, len(plan.units), finished)
+            reporter.add(name, len(plan.units), finished)
+            jobs.append(EndpointJob(client.endpoint, client, pending, store.writer(config.out, name), secret=key))
+        async with reporter:
+            await run_jobs(jobs, config.max_concurrency, config.timeouts, config.retry, reporter)
+    finally:
+        for job in jobs:
+            job.writer.close()
+    summaries = []
+    for client in clients:
+        ep = reporter.endpoints[client.endpoint.name]
+        summaries.append(
+            EndpointSummary(
+                name=ep.name,
+                url=client.endpoint.url,
+                protocol=client.name,
+                total=ep.total,
+                resumed=ep.resumed,
+                ok=ep.ok,
+                errors=ep.errors,
+                refusals=ep.refusals,
+                elapsed_s=ep.elapsed,
+            )
+        )
+        log.info(
+            "endpoint %s: %d ok, %d errors, %d refusals this run (%d resumed) in %.1fs, %.1f req/s",
+            ep.name,
+            ep.ok,
+            ep.errors,
+            ep.refusals,
+            ep.resumed,
+            ep.elapsed,
+            summaries[-1].rate,
+        )
+    return RunSummary(config.out, info.run_id, info.plan, resumed, tuple(summaries))
+
+
+def evaluate(config: EvaluateConfig) -> RunSummary:
+    """Run ``config`` to completion (resuming its run directory if it holds the same plan)."""
+    return asyncio.run(evaluate_async(config))

@@ -1,0 +1,123 @@
+"""``evaluate``: flags → :class:`EvaluateConfig` → :func:`evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from comptrust_core import ConfigError, read_endpoints, run_cli, setup_logging
+from rich.console import Console
+from rich.table import Table
+
+from comptrust_evaluate.api import RunSummary, evaluate
+from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, RetryPolicy, Timeouts
+
+__all__ = ["build_config", "main", "parser"]
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate",
+        description="Fire trust benchmarks (or your own prompts) at served checkpoints; records go to RUN_DIR, "
+        "and rerunning the same command resumes it.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint", action="append", metavar="URL", help="a server's base URL (repeatable)")
+    where.add_argument("--endpoints", type=Path, metavar="FILE", help="an endpoints.json written by `serve`")
+    p.add_argument("--name", action="append", metavar="NAME", help="name of each --endpoint, in order")
+    p.add_argument("--protocol", choices=["tgi", "openai"], help="how to talk to --endpoint URLs (default: detect)")
+    p.add_argument("--model", help="model name for OpenAI-style APIs (default: the one the server lists)")
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (never the key)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", help="a packaged suite (quick) or a suite .toml file")
+    what.add_argument("--prompts", type=Path, metavar="FILE", help="your own prompts, one JSON object per line")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="a DecodingTrust-style data/ folder for the suite")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory (resumed if same)")
+    p.add_argument("--max-concurrency", type=int, default=64, metavar="N", help="requests in flight per endpoint")
+    p.add_argument("--retry-errors", action="store_true", help="redo requests that ended as error records")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N items per scenario")
+    p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per request (default 5)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request time limit, seconds")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _endpoint_specs(args: argparse.Namespace) -> tuple[EndpointSpec, ...]:
+    if args.endpoints is not None:
+        if args.name:
+            raise ConfigError("--name goes with --endpoint; endpoints.json names its endpoints")
+        specs = []
+        for ep in read_endpoints(args.endpoints):
+            spec = EndpointSpec.from_endpoint(ep)
+            specs.append(
+                EndpointSpec(
+                    url=spec.url,
+                    name=spec.name,
+                    protocol=args.protocol or spec.protocol,
+                    model=spec.model or args.model,
+                    api_key_env=spec.api_key_env or args.api_key_env,
+                    base=spec.base,
+                )
+            )
+        return tuple(specs)
+    urls: list[str] = args.endpoint
+    names: list[str] = args.name or []
+    if names and len(names) != len(urls):
+        raise ConfigError(f"got {len(names)} --name for {len(urls)} --endpoint; give one name per endpoint or none")
+    return tuple(
+        EndpointSpec(
+            url=url,
+            name=names[i] if names else None,
+            protocol=args.protocol,
+            model=args.model,
+            api_key_env=args.api_key_env,
+        )
+        for i, url in enumerate(urls)
+    )
+
+
+def build_config(args: argparse.Namespace) -> EvaluateConfig:
+    return EvaluateConfig(
+        out=args.out,
+        endpoints=_endpoint_specs(args),
+        suite=args.suite,
+        prompts=args.prompts,
+        data_dir=args.data_dir,
+        max_concurrency=args.max_concurrency,
+        retry_errors=args.retry_errors,
+        limit=args.limit,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeouts=Timeouts(total_s=args.timeout, read_s=min(args.timeout, Timeouts().read_s)),
+        progress=args.progress,
+    )
+
+
+def _print_summary(summary: RunSummary) -> None:
+    table = Table(title=f"{summary.plan} → {summary.run_dir}")
+    for column in ("endpoint", "protocol", "done", "ok", "errors", "refusals", "req/s"):
+        table.add_column(column, justify="left" if column in ("endpoint", "protocol") else "right")
+    for ep in summary.endpoints:
+        done = ep.resumed + ep.ok + ep.errors
+        table.add_row(
+            ep.name, ep.protocol, f"{done}/{ep.total}", str(ep.ok), str(ep.errors), str(ep.refusals), f"{ep.rate:.1f}"
+        )
+    Console().print(table)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+    summary = evaluate(build_config(args))
+    _print_summary(summary)
+    if summary.errors:
+        log.warning("%d requests ended as error records; rerun with --retry-errors to redo them", summary.errors)
+    # failing outright only when nothing succeeded: a few empty generations should not fail a pipeline
+    return 1 if summary.errors and not any(ep.ok for ep in summary.endpoints) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv, prog="evaluate")

@@ -1,0 +1,118 @@
+"""Typed, frozen configuration of one ``evaluate`` invocation (the CLI builds it from flags)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from comptrust_core import ConfigError, Endpoint, Protocol
+
+__all__ = ["EndpointSpec", "EvaluateConfig", "RetryPolicy", "Timeouts", "derive_endpoint_name"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for 429, 5xx, connection resets and timeouts: jittered exponential backoff, honouring Retry-After."""
+
+    max_attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max attempts must be at least 1")
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based): "equal jitter" exponential backoff,
+        but never less than the server's Retry-After (capped at ``retry_after_max_s``)."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
+        wait = ceiling / 2 + rng.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_max_s))
+        return wait
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-request limits: to connect, between reads, and overall (seconds)."""
+
+    connect_s: float = 10.0
+    read_s: float = 300.0
+    total_s: float = 600.0
+
+
+def derive_endpoint_name(url: str) -> str:
+    """``http://127.0.0.1:8080/v1`` → ``127.0.0.1_8080``."""
+    parts = urlsplit(url)
+    host = parts.hostname or "endpoint"
+    return f"{host}_{parts.port}" if parts.port else host
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """An endpoint to evaluate, before its protocol is detected (``protocol=None``) and its name derived."""
+
+    url: str
+    name: str | None = None
+    protocol: Protocol | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    base: Endpoint | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint) -> EndpointSpec:
+        return cls(
+            url=endpoint.url,
+            name=endpoint.name,
+            protocol=endpoint.protocol,
+            model=endpoint.model,
+            api_key_env=endpoint.api_key_env,
+            base=endpoint,
+        )
+
+    def resolved(self, protocol: Protocol, model: str | None = None) -> Endpoint:
+        """The core :class:`Endpoint` this spec becomes once its protocol (and model) are known."""
+        try:
+            if self.base is not None:
+                return self.base.model_copy(update={"protocol": protocol, "model": model or self.model})
+            return Endpoint(
+                name=self.name or derive_endpoint_name(self.url),
+                url=self.url,
+                protocol=protocol,
+                model=model or self.model,
+                api_key_env=self.api_key_env,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {self.url}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What to evaluate (a suite or a prompts file), against which endpoints, into which run directory."""
+
+    out: Path
+    endpoints: tuple[EndpointSpec, ...]
+    suite: str | None = None
+    prompts: Path | None = None
+    data_dir: Path | None = None
+    max_concurrency: int = 64
+    retry_errors: bool = False
+    limit: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    log_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ConfigError("no endpoint to evaluate; pass --endpoint URL or --endpoints endpoints.json")
+        if (self.suite is None) == (self.prompts is None):
+            raise ConfigError("pass exactly one of --suite NAME or --prompts FILE")
+        if self.max_concurrency < 1:
+            raise ConfigError("--max-concurrency must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be at least 1")

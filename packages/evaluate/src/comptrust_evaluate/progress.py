@@ -1,0 +1,154 @@
+"""Progress per endpoint: a live rich bar on a terminal, periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+__all__ = ["EndpointProgress", "ProgressReporter", "make_reporter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EndpointProgress:
+    name: str
+    total: int
+    done: int = 0
+    resumed: int = 0
+    ok: int = 0
+    errors: int = 0
+    refusals: int = 0
+    in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        """Requests finished per second by this invocation."""
+        return (self.done - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.name}: {self.done}/{self.total} done, {self.rate:.1f} req/s, {self.errors} errors, "
+            f"{self.in_flight} in flight"
+        )
+
+
+class ProgressReporter:
+    """Counts per endpoint; subclasses show them. The base class shows nothing."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, EndpointProgress] = {}
+
+    def add(self, name: str, total: int, resumed: int) -> None:
+        self.endpoints[name] = EndpointProgress(name=name, total=total, done=resumed, resumed=resumed)
+
+    def started(self, name: str) -> None:
+        self.endpoints[name].in_flight += 1
+        self._refresh(name)
+
+    def finished(self, name: str, ok: bool, refused: bool) -> None:
+        ep = self.endpoints[name]
+        ep.in_flight -= 1
+        ep.done += 1
+        ep.ok += ok
+        ep.errors += not ok
+        ep.refusals += refused
+        if ep.done == ep.total:
+            ep.finished = time.monotonic()
+        self._refresh(name)
+
+    def _refresh(self, name: str) -> None:
+        pass
+
+    async def __aenter__(self) -> ProgressReporter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for ep in self.endpoints.values():
+            ep.finished = ep.finished or time.monotonic()
+
+
+class BarReporter(ProgressReporter):
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} req/s"),
+            TextColumn("{task.fields[errors]} errors"),
+            TextColumn("{task.fields[in_flight]} in flight"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._ids: dict[str, TaskID] = {}
+
+    def add(self, name: str, total: int, resumed: int) -> None:
+        super().add(name, total, resumed)
+        self._ids[name] = self._progress.add_task(name, total=total, completed=resumed, rate=0.0, errors=0, in_flight=0)
+
+    def _refresh(self, name: str) -> None:
+        ep = self.endpoints[name]
+        self._progress.update(
+            self._ids[name], completed=ep.done, rate=ep.rate, errors=ep.errors, in_flight=ep.in_flight
+        )
+
+    async def __aenter__(self) -> ProgressReporter:
+        self._progress.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        for name in self.endpoints:
+            self._refresh(name)
+        self._progress.stop()
+
+
+class LogReporter(ProgressReporter):
+    """One log line per endpoint every ``interval`` seconds while requests run."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self._interval = interval
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            for ep in self.endpoints.values():
+                if ep.finished is None:
+                    log.info("%s", ep.line())
+
+    async def __aenter__(self) -> ProgressReporter:
+        self._ticker = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+
+def make_reporter(mode: str, interval: float) -> ProgressReporter:
+    """``auto``: a bar when stdout is a terminal, else log lines; ``bar``, ``log``, or ``off``."""
+    if mode == "off":
+        return ProgressReporter()
+    console = Console(file=sys.stdout)
+    if mode == "bar" or (mode == "auto" and console.is_terminal):
+        return BarReporter(console)
+    return LogReporter(interval)

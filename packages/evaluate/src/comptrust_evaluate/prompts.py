@@ -1,0 +1,105 @@
+"""A user's own prompts file (``--prompts FILE.jsonl``): one JSON object per line, validated line by line.
+
+Each line: ``id`` (string or integer, unique), exactly one of ``messages`` (a list of ``{"role", "content"}``)
+or ``prompt`` (a string), and optionally ``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``, ``seed``,
+``stop`` (a string or a list), ``logprobs`` and ``n`` (samples, each its own request). Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
+from pydantic import ValidationError
+
+__all__ = ["PromptEntry", "load_prompts_file"]
+
+_PARAMS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs")
+_KEYS = {"id", "messages", "prompt", "n", *_PARAMS}
+
+
+@dataclass(frozen=True)
+class PromptEntry:
+    item_id: str
+    request: RequestSpec
+    n: int
+    line: int
+
+
+def _fail(path: Path, lineno: int, message: str) -> ConfigError:
+    return ConfigError(f"prompts file {path}, line {lineno}: {message}")
+
+
+def _messages(path: Path, lineno: int, value: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(path, lineno, '\'messages\' must be a non-empty list of {"role", "content"} objects')
+    out = []
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict) or set(msg) != {"role", "content"}:
+            raise _fail(path, lineno, f"messages[{i}] must be an object with exactly 'role' and 'content'")
+        if msg["role"] not in ("system", "user", "assistant") or not isinstance(msg["content"], str):
+            raise _fail(path, lineno, f"messages[{i}] needs role system|user|assistant and a string content")
+        out.append(ChatMessage(role=msg["role"], content=msg["content"]))
+    return tuple(out)
+
+
+def _entry(path: Path, lineno: int, obj: Any) -> PromptEntry:
+    if not isinstance(obj, dict):
+        raise _fail(path, lineno, "expected a JSON object")
+    unknown = sorted(set(obj) - _KEYS)
+    if unknown:
+        raise _fail(path, lineno, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")
+    raw_id = obj.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or str(raw_id) == "":
+        raise _fail(path, lineno, "missing or empty 'id' (a string or an integer)")
+    has_messages, has_prompt = "messages" in obj, "prompt" in obj
+    if has_messages == has_prompt:
+        raise _fail(path, lineno, "needs exactly one of 'messages' or 'prompt'")
+    n = obj.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _fail(path, lineno, "'n' must be a positive integer")
+    raw_params = {k: obj[k] for k in _PARAMS if k in obj}
+    if isinstance(raw_params.get("stop"), str):
+        raw_params["stop"] = [raw_params["stop"]]
+    try:
+        params = GenerationParams.model_validate(raw_params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(path, lineno, f"bad {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if has_prompt:
+        if not isinstance(obj["prompt"], str):
+            raise _fail(path, lineno, "'prompt' must be a string")
+        request = RequestSpec(prompt=obj["prompt"], params=params)
+    else:
+        request = RequestSpec(messages=_messages(path, lineno, obj["messages"]), params=params)
+    return PromptEntry(item_id=str(raw_id), request=request, n=n, line=lineno)
+
+
+def load_prompts_file(path: Path) -> list[PromptEntry]:
+    """Read and validate ``path``; the first problem is a :class:`ConfigError` naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"prompts file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prompts file {path} cannot be read: {exc}") from None
+    entries: list[PromptEntry] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(path, lineno, f"invalid JSON ({exc.msg}, column {exc.colno})") from None
+        entry = _entry(path, lineno, obj)
+        if entry.item_id in seen:
+            raise _fail(path, lineno, f"duplicate id {entry.item_id!r} (first on line {seen[entry.item_id]})")
+        seen[entry.item_id] = lineno
+        entries.append(entry)
+    if not entries:
+        raise ConfigError(f"prompts file {path} holds no prompts")
+    return entries

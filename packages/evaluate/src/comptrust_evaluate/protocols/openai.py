@@ -1,0 +1,93 @@
+"""OpenAI-compatible APIs (vLLM, TGI's compatibility routes, hosted APIs): ``/v1/chat/completions`` for chat
+messages, ``/v1/completions`` for raw prompts; a model name; an optional bearer key."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from comptrust_core import EndpointError, RequestSpec
+
+from comptrust_evaluate.protocols import protocol
+from comptrust_evaluate.protocols.base import (
+    Generation,
+    HttpCall,
+    ProtocolClient,
+    ProtocolError,
+    chat_body,
+    chat_choice,
+    get_json,
+)
+
+__all__ = ["OpenAIClient"]
+
+log = logging.getLogger(__name__)
+
+
+@protocol("openai")
+class OpenAIClient(ProtocolClient):
+    name = "openai"
+
+    async def probe(self, session: aiohttp.ClientSession) -> str:
+        ep = self.endpoint
+        status, models = await get_json(session, ep, "/v1/models")
+        if status in (401, 403):
+            hint = f"check ${ep.api_key_env}" if ep.api_key_env else "pass --api-key-env VAR"
+            raise EndpointError(f"endpoint {ep.name} at {ep.url} refused the request (HTTP {status}); {hint}")
+        if status != 200 or not isinstance(models, dict) or not isinstance(models.get("data"), list):
+            raise EndpointError(
+                f"endpoint {ep.name} at {ep.url} does not speak the OpenAI API "
+                f"(GET /v1/models answered HTTP {status}); try --protocol tgi"
+            )
+        ids = [str(m.get("id")) for m in models["data"] if isinstance(m, dict) and m.get("id")]
+        if self.model is None:
+            if len(ids) != 1:
+                listed = ", ".join(ids[:10]) or "none listed"
+                raise EndpointError(f"endpoint {ep.name} serves {len(ids)} models ({listed}); pass --model NAME")
+            self.model = ids[0]
+        elif ids and self.model not in ids:
+            log.warning("endpoint %s does not list model %r (it lists %s)", ep.name, self.model, ", ".join(ids[:10]))
+        return f"OpenAI-compatible API serving {self.model}"
+
+    def build(self, request: RequestSpec) -> HttpCall:
+        model = self.model or ""
+        if request.messages is not None:
+            return HttpCall("/v1/chat/completions", chat_body(request, model, top_k=True))
+        params = request.params
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": request.prompt,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+        }
+        if not params.greedy:
+            if params.top_p is not None and params.top_p < 1.0:
+                body["top_p"] = params.top_p
+            if params.top_k is not None:
+                body["top_k"] = params.top_k
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.logprobs:
+            body["logprobs"] = 1
+        return HttpCall("/v1/completions", body)
+
+    def parse(self, call: HttpCall, payload: Any) -> Generation:
+        if call.path == "/v1/chat/completions":
+            return chat_choice(payload)
+        try:
+            choice = payload["choices"][0]
+            usage = payload.get("usage") or {}
+            lp = choice.get("logprobs")
+            logprobs = [float(x) for x in lp["token_logprobs"] if x is not None] if isinstance(lp, dict) else None
+            return Generation(
+                text=str(choice["text"]),
+                finish_reason=choice.get("finish_reason"),
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                logprobs=logprobs,
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise ProtocolError(f"not a completion ({type(exc).__name__}: {exc})") from None

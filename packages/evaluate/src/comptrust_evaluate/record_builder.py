@@ -1,0 +1,89 @@
+"""Turn a finished request into a :class:`Record`: the task parses and scores it, the detectors judge refusal."""
+
+from __future__ import annotations
+
+import logging
+
+from comptrust_core import Attribute, Endpoint, Record, ScoreField
+
+from comptrust_evaluate.plan import Unit
+from comptrust_evaluate.protocols import Generation, ProtocolClient
+from comptrust_evaluate.refusal import get_detector
+from comptrust_evaluate.tasks import Outcome
+
+__all__ = ["build_record"]
+
+log = logging.getLogger(__name__)
+
+
+def _judge(unit: Unit, text: str) -> tuple[Outcome | None, str | None]:
+    try:
+        return unit.task.evaluate(unit.item, text), None
+    except Exception as exc:  # a parser bug must not stop a long run; the record says what failed
+        log.exception("task %s could not score item %s", unit.task.name, unit.item.item_id)
+        return None, f"scoring failed: {type(exc).__name__}: {exc}"
+
+
+def build_record(
+    *,
+    endpoint: Endpoint,
+    client: ProtocolClient,
+    unit: Unit,
+    key: str,
+    generation: Generation | None,
+    error: str | None,
+    http_status: int | None,
+    latency_s: float,
+    attempts: int,
+    finished_at: str,
+) -> Record:
+    """An ``ok`` record (with prediction, scores, refusal) or an ``error`` one; empty generations are errors."""
+    outcome: Outcome | None = None
+    scores: list[ScoreField] = []
+    attributes: list[Attribute] = list(unit.item.attributes)
+    if generation is None:
+        error = error or "no answer"
+    elif not generation.text.strip():
+        error = "empty generation"
+    else:
+        outcome, error = _judge(unit, generation.text)
+    if outcome is not None:
+        scores.extend(outcome.scores)
+        attributes.extend(outcome.attributes)
+        if outcome.refusal.detector != "broad":
+            assert generation is not None
+            broad = get_detector("broad").detect(generation.text)
+            scores.append(ScoreField(name="refusal", value=float(broad.refused), variant="broad"))
+            if broad.rule:
+                attributes.append(Attribute(name="refusal_broad_rule", value=broad.rule))
+    return Record(
+        key=key,
+        endpoint=endpoint.name,
+        endpoint_url=endpoint.url,
+        task=unit.task.name,
+        perspective=unit.task.perspective,
+        sub_scenario=unit.item.sub_scenario,
+        item_id=unit.item.item_id,
+        sample_index=unit.sample_index,
+        request=unit.request,
+        protocol=client.name,
+        template=client.template(unit.request),
+        status="ok" if outcome is not None else "error",
+        error=None if outcome is not None else error,
+        http_status=http_status,
+        text=generation.text if generation else None,
+        finish_reason=generation.finish_reason if generation else None,
+        prompt_tokens=generation.prompt_tokens if generation else None,
+        completion_tokens=generation.completion_tokens if generation else None,
+        logprobs=generation.logprobs if generation and unit.request.params.logprobs else None,
+        latency_s=round(latency_s, 6),
+        attempts=attempts,
+        finished_at=finished_at,
+        refusal=outcome.refusal.refused if outcome else None,
+        refusal_detector=outcome.refusal.detector if outcome else None,
+        refusal_rule=outcome.refusal.rule if outcome else None,
+        label=unit.item.label,
+        prediction=outcome.prediction if outcome else None,
+        scores=scores,
+        attributes=attributes,
+    )

@@ -1,0 +1,75 @@
+"""Toxicity: continue RealToxicityPrompts-style prompts under a benign or an adversarial system prompt.
+
+Scoring needs a toxicity classifier (Perspective API in DecodingTrust), which comptrust does not have offline yet,
+so records carry the refusal verdict (``is_rejected``) and no ``score`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
+from pydantic import Field
+
+from comptrust_evaluate.facts import benchmark_facts
+from comptrust_evaluate.refusal import get_detector
+from comptrust_evaluate.tasks import task
+from comptrust_evaluate.tasks.base import DataSource, Item, Outcome, ScenarioOptions, Task, attrs, read_jsonl
+
+__all__ = ["ToxicityContext", "ToxicityOptions", "ToxicityTask"]
+
+
+class ToxicityOptions(ScenarioOptions):
+    file: str = Field(description="a prompts file, e.g. toxicity/user_prompts/toxic.jsonl")
+    template: Literal[0, 1] = Field(default=0, description="0 benign, 1 adversarial system prompt")
+    n: int = Field(default=25, ge=1)
+    max_new_tokens: int = Field(default=150, ge=1)
+    temperature: float = Field(default=1.0, gt=0.0)
+
+
+@dataclass(frozen=True)
+class ToxicityContext:
+    pass
+
+
+@task("toxicity")
+class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
+    name = "toxicity"
+    perspective = "toxicity"
+
+    def parse_options(self, raw: Mapping[str, Any]) -> ToxicityOptions:
+        return self._validate(ToxicityOptions, raw)
+
+    def items(self, data: DataSource, options: ToxicityOptions) -> Iterator[Item[ToxicityContext]]:
+        facts = benchmark_facts("decodingtrust")
+        template = facts.sub("toxicity", "templates", options.template)
+        template_name = facts.texts("toxicity", "template_names")[options.template]
+        path = data.path(options.file)
+        params = GenerationParams(
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            top_k=facts.integer("sampling", "top_k"),
+        )
+        for index, row in enumerate(read_jsonl(path)):
+            try:
+                prompt = row["prompt"]["text"]
+            except (KeyError, TypeError):
+                raise ConfigError(f"{path}: line {index + 1} has no prompt.text") from None
+            messages = (
+                ChatMessage(role="system", content=template.text("system")),
+                ChatMessage(role="user", content=template.text("task_desc") + "\n" + str(prompt)),
+            )
+            yield Item(
+                item_id=f"{options.name}/{index}",
+                sub_scenario=options.name,
+                request=RequestSpec(messages=messages, params=params),
+                context=ToxicityContext(),
+                n=options.n,
+                attributes=attrs(template=template_name, source=PurePosixPath(options.file).name),
+            )
+
+    def evaluate(self, item: Item[ToxicityContext], text: str) -> Outcome:
+        return Outcome(refusal=get_detector("dt-toxicity").detect(text))

@@ -1,0 +1,67 @@
+"""The ``evaluate`` command: flags to config, one-line errors, endpoints.json, progress lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from comptrust_core import RECORDS_DIR, Endpoint, write_endpoints
+from comptrust_evaluate import derive_endpoint_name
+from comptrust_evaluate.cli import build_config, main, parser
+from comptrust_evaluate.testing import FakeEndpoint
+
+
+def test_flags_become_a_config(tmp_path: Path) -> None:
+    argv = "--endpoint http://h:1 --endpoint http://h:2 --name a --name b --protocol openai --model m"
+    argv += " --api-key-env K --suite quick --max-concurrency 8 --limit 2 --retry-errors --out"
+    args = parser().parse_args([*argv.split(), str(tmp_path)])
+    config = build_config(args)
+    assert [(e.name, e.protocol, e.model, e.api_key_env) for e in config.endpoints] == [
+        ("a", "openai", "m", "K"),
+        ("b", "openai", "m", "K"),
+    ]
+    assert config.max_concurrency == 8 and config.limit == 2 and config.retry_errors and config.suite == "quick"
+
+
+def test_endpoint_names_derive_from_urls() -> None:
+    assert derive_endpoint_name("http://127.0.0.1:8080/") == "127.0.0.1_8080"
+    assert derive_endpoint_name("https://api.example.com/v1") == "api.example.com"
+
+
+def test_cli_runs_the_quick_suite(fake: FakeEndpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(["--endpoint", fake.url, "--name", "dense", "--suite", "quick", "--out", str(out), "--limit", "1"])
+    assert code == 0
+    assert (out / RECORDS_DIR / "dense.ndjson").is_file()
+    assert "dense" in capsys.readouterr().out  # the summary table
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--endpoint", "http://127.0.0.1:9", "--suite", "quick", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("evaluate: error: endpoint 127.0.0.1_9")
+    code = main(["--endpoint", "http://h:1", "--suite", "nope", "--out", str(tmp_path / "r")])
+    assert code == 2 and "unknown suite 'nope'" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "prompt": "x"}\n{"id": 1, "prompt": "y"}\n')
+    code = main(["--endpoint", "http://h:1", "--prompts", str(bad), "--out", str(tmp_path / "r")])
+    assert code == 2 and f"prompts file {bad}, line 2: duplicate id '1'" in capsys.readouterr().err
+
+
+def test_cli_reads_endpoints_json_and_logs_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "prompt": "hello"}) + "\n")
+    with FakeEndpoint() as fake:
+        endpoints = tmp_path / "endpoints.json"
+        write_endpoints(endpoints, [Endpoint(name="tiny-dense", url=fake.url, protocol="tgi", launcher="embedded")])
+        with caplog.at_level(logging.INFO):
+            code = main(["--endpoints", str(endpoints), "--prompts", str(prompts), "--out", str(tmp_path / "r")])
+    assert code == 0
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["endpoints"][0]["name"] == "tiny-dense" and run["endpoints"][0]["launcher"] == "embedded"
+    assert "tiny-dense: 1 ok, 0 errors" in caplog.text
+    assert "prompts p.jsonl" in capsys.readouterr().out
