@@ -20,7 +20,7 @@ from comptrust_core import (
     write_run_info,
 )
 
-PERSPECTIVES = ["fairness", "machine_ethics", "toxicity"]
+PERSPECTIVES = ["advglue", "machine_ethics", "toxicity"]
 
 
 def make_manifest(name: str, method: str, sparsity: float) -> Manifest:

@@ -49,7 +49,7 @@ def test_scores_match_brute_force(make_run: RunFactory) -> None:
 
 def test_latest_record_per_key_wins(make_run: RunFactory) -> None:
     run_dir, records = make_run()
-    first = next(r for r in records if r.perspective == "fairness")
+    first = next(r for r in records if r.perspective == "advglue")
     retried = first.model_copy(
         update={
             "status": "ok",
@@ -62,7 +62,7 @@ def test_latest_record_per_key_wins(make_run: RunFactory) -> None:
     with (run_dir / "records" / "dense.ndjson").open("a") as fh:
         fh.write(retried.model_dump_json() + "\n")
     scores = perspective_scores(load_runs([run_dir]))
-    n_total = scores.filter(pl.col("perspective") == "fairness").select(pl.col("n") + pl.col("errors")).item()
+    n_total = scores.filter(pl.col("perspective") == "advglue").select(pl.col("n") + pl.col("errors")).item()
     assert n_total == 12
 
 

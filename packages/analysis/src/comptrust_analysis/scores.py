@@ -6,6 +6,7 @@ from typing import Literal
 
 import polars as pl
 
+from comptrust_analysis.fairness import fairness_scores
 from comptrust_analysis.load import LoadedRun, checkpoint_table
 
 __all__ = ["SCORE_COLUMNS", "Variant", "perspective_scores", "side_by_side"]
@@ -41,18 +42,16 @@ def _item_score(variant: str) -> pl.Expr:
 def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> pl.DataFrame:
     """Score (0-100, mean item score), refusal rate (% of ok records) and counts per run, endpoint and perspective.
 
-    Perspectives whose task attaches no ``score`` yet (toxicity until a toxicity scorer is configured) get a null
-    score but still report their refusal rate and counts.
+    Fairness is scored from group statistics (:mod:`comptrust_analysis.fairness`), not item means. Perspectives
+    whose task attaches no ``score`` yet (toxicity until a toxicity scorer is configured) get a null score but still
+    report their refusal rate and counts.
     """
     if not runs:
         return pl.DataFrame(schema=dict.fromkeys(SCORE_COLUMNS, pl.String))
-    frames = [
-        r.records.select("endpoint", "perspective", "status", "refusal", "scores").with_columns(run=pl.lit(r.path.name))
-        for r in runs
-    ]
+    records = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
     ok = pl.col("status") == "ok"
     table = (
-        pl.concat(frames)
+        records.select("run", "endpoint", "perspective", "status", "refusal", "scores")
         .with_columns(item_score=pl.when(ok).then(_item_score(variant)))
         .group_by("run", "endpoint", "perspective")
         .agg(
@@ -62,6 +61,12 @@ def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> p
             n_scored=pl.col("item_score").is_not_null().sum(),
             errors=(~ok).sum(),
         )
+        .join(fairness_scores(records, variant), on=["run", "endpoint"], how="left")
+        .with_columns(
+            score=pl.when(pl.col("perspective") == "fairness").then("fairness_score").otherwise("score"),
+            n_scored=pl.when(pl.col("perspective") == "fairness").then("n").otherwise("n_scored"),
+        )
+        .drop("fairness_score")
         .collect()
     )
     meta = checkpoint_table(runs).select("run", "endpoint", "checkpoint", "method", "bits", "sparsity")
