@@ -88,7 +88,7 @@ class MeasuredFacts(_Frozen):
 
     sparsity: float = Field(description="zero fraction over all compressible (linear) weights")
     layers: dict[str, LayerStats] = Field(default_factory=dict)
-    nm_pattern_holds: bool | None = Field(default=None, description="every group of M holds at most M-N nonzeros")
+    nm_pattern_holds: bool | None = Field(default=None, description="every group of M holds at most N nonzeros")
     effective_bits: float = Field(description="stored bits per compressible weight, scales and zero points included")
     perplexity_before: float | None = None
     perplexity_after: float | None = None
