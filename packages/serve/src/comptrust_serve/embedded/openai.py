@@ -1,0 +1,249 @@
+"""OpenAI's API: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``.
+
+Semantics follow OpenAI (and vLLM): ``temperature`` defaults to 1 (sampling); 0 means greedy; the text ends before a
+stop sequence that ended generation; ``finish_reason`` is ``stop`` (EOS or a stop sequence) or ``length``; ``n``
+choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. Errors use TGI's
+``{"error", "error_type"}`` body, as TGI's OpenAI routes do. Streaming, tools and penalties are refused with 422.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from comptrust_serve.embedded.codec import Codec
+from comptrust_serve.embedded.fields import (
+    as_object,
+    new_token_budget,
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_seed,
+    opt_str_list,
+    reject_unsupported,
+)
+from comptrust_serve.embedded.types import GenRequest, GenResult, InvalidRequest, Limits, Sampling
+
+__all__ = ["OpenAICall", "models_body", "parse_chat", "parse_completion", "render_chat", "render_completion"]
+
+_UNSUPPORTED: Mapping[str, object] = {
+    "stream": False,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "logit_bias": None,
+    "tools": None,
+    "response_format": None,
+    "suffix": None,
+    "echo": False,
+    "best_of": 1,
+}
+_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+@dataclass(frozen=True)
+class OpenAICall:
+    """One API call: its rows (``n`` per prompt) and whether token log-probabilities go back."""
+
+    kind: Literal["chat", "completion"]
+    requests: tuple[GenRequest, ...]
+    n: int
+    logprobs: bool
+    top_logprobs: int
+
+
+def _sampling(obj: Mapping[str, Any]) -> Sampling:
+    temperature = opt_float(obj, "temperature")
+    top_p = opt_float(obj, "top_p")
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        raise InvalidRequest("`temperature` must be between 0 and 2")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise InvalidRequest("`top_p` must be > 0.0 and <= 1.0")
+    top_k = opt_int(obj, "top_k", minimum=1)
+    if temperature == 0.0:
+        return Sampling(greedy=True)
+    return Sampling(
+        greedy=False,
+        temperature=1.0 if temperature is None else temperature,
+        top_k=top_k,
+        top_p=None if top_p == 1.0 else top_p,
+        seed=opt_seed(obj),
+    )
+
+
+def _rows(
+    prompts: Sequence[list[int]], obj: Mapping[str, Any], limits: Limits, *, logprobs: bool, top_n: int
+) -> tuple[tuple[GenRequest, ...], int]:
+    n = opt_int(obj, "n", minimum=1, maximum=limits.max_choices) or 1
+    if n * len(prompts) > limits.max_choices:
+        raise InvalidRequest(f"at most {limits.max_choices} choices per request. Given: {n * len(prompts)}")
+    max_tokens = opt_int(obj, "max_completion_tokens", minimum=1)
+    if max_tokens is None:
+        max_tokens = opt_int(obj, "max_tokens", minimum=1)
+    stop = opt_str_list(obj, "stop", max_items=limits.max_stop_sequences, allow_str=True)
+    sampling = _sampling(obj)
+    rows: list[GenRequest] = []
+    for ids in prompts:
+        budget = new_token_budget(len(ids), max_tokens, limits, "max_tokens")
+        for i in range(n):
+            seeded = sampling
+            if not sampling.greedy and sampling.seed is not None:
+                seeded = replace(sampling, seed=(sampling.seed + i) % 2**64)
+            rows.append(
+                GenRequest(
+                    prompt_ids=list(ids),
+                    max_new_tokens=budget,
+                    sampling=seeded,
+                    stop=stop,
+                    logprobs=logprobs,
+                    top_n=top_n,
+                )
+            )
+    return tuple(rows), n
+
+
+def _message_text(message: object, index: int) -> dict[str, str]:
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"`messages[{index}]` must be an object with `role` and `content`")
+    role = message.get("role")
+    if role not in _ROLES:
+        raise InvalidRequest(f"`messages[{index}].role` must be one of {', '.join(_ROLES)}")
+    content = message.get("content")
+    if message.get("tool_calls"):
+        raise InvalidRequest("tool calls are not supported by the comptrust embedded server")
+    if content is None:
+        content = ""
+    if isinstance(content, list):
+        parts: list[str] = []
+        for chunk in content:
+            if not isinstance(chunk, dict) or chunk.get("type") != "text" or not isinstance(chunk.get("text"), str):
+                raise InvalidRequest(f"`messages[{index}].content` may only hold text chunks here")
+            parts.append(chunk["text"])
+        content = "".join(parts)
+    if not isinstance(content, str):
+        raise InvalidRequest(f"`messages[{index}].content` must be a string or a list of text chunks")
+    return {"role": role, "content": content}
+
+
+def _logprob_options(obj: Mapping[str, Any], limits: Limits, *, chat: bool) -> tuple[bool, int]:
+    if chat:
+        top = opt_int(obj, "top_logprobs", minimum=0, maximum=limits.max_top_n_tokens) or 0
+        return opt_bool(obj, "logprobs", False) or top > 0, top
+    legacy = opt_int(obj, "logprobs", minimum=0, maximum=limits.max_top_n_tokens)
+    return legacy is not None, legacy or 0
+
+
+def parse_chat(body: object, codec: Codec, limits: Limits) -> OpenAICall:
+    obj = as_object(body, "body")
+    reject_unsupported(obj, _UNSUPPORTED)
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("`messages` must be a non-empty list")
+    rendered = codec.render_chat([_message_text(m, i) for i, m in enumerate(messages)])
+    ids = codec.encode(rendered, add_special_tokens=False)
+    logprobs, top = _logprob_options(obj, limits, chat=True)
+    rows, n = _rows([ids], obj, limits, logprobs=logprobs, top_n=top)
+    return OpenAICall("chat", rows, n, logprobs, top)
+
+
+def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
+    obj = as_object(body, "body")
+    reject_unsupported(obj, _UNSUPPORTED)
+    prompt = obj.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise InvalidRequest("`prompt` must be a non-empty string or a non-empty list of non-empty strings")
+    logprobs, top = _logprob_options(obj, limits, chat=False)
+    rows, n = _rows([codec.encode(p) for p in prompts], obj, limits, logprobs=logprobs, top_n=top)
+    return OpenAICall("completion", rows, n, logprobs, top)
+
+
+def _text(result: GenResult, codec: Codec) -> str:
+    text = codec.decode(result.token_ids)
+    if result.stop_sequence is not None:
+        cut = text.find(result.stop_sequence)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
+def _finish(result: GenResult) -> str:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _envelope(
+    call: OpenAICall, model: str, results: Sequence[GenResult], choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    prompt_tokens = sum(r.prompt_tokens for r in results[:: call.n])
+    completion = sum(len(r.token_ids) for r in results)
+    chat = call.kind == "chat"
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "comptrust-embedded",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        },
+    }
+
+
+def render_chat(call: OpenAICall, results: Sequence[GenResult], codec: Codec, model: str) -> dict[str, Any]:
+    choices: list[dict[str, Any]] = []
+    for index, result in enumerate(results):
+        logprobs: dict[str, Any] | None = None
+        if call.logprobs and result.logprobs is not None:
+            tops = result.top_tokens or ((),) * len(result.token_ids)
+            logprobs = {
+                "content": [
+                    {
+                        "token": codec.token_text(t),
+                        "logprob": lp,
+                        "top_logprobs": [{"token": codec.token_text(i), "logprob": v} for i, v in top],
+                    }
+                    for t, lp, top in zip(result.token_ids, result.logprobs, tops, strict=True)
+                ]
+            }
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": _text(result, codec)},
+                "logprobs": logprobs,
+                "finish_reason": _finish(result),
+            }
+        )
+    return _envelope(call, model, results, choices)
+
+
+def render_completion(call: OpenAICall, results: Sequence[GenResult], codec: Codec, model: str) -> dict[str, Any]:
+    choices: list[dict[str, Any]] = []
+    for index, result in enumerate(results):
+        logprobs: dict[str, Any] | None = None
+        if call.logprobs and result.logprobs is not None:
+            texts = [codec.token_text(t) for t in result.token_ids]
+            offsets = [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)]
+            logprobs = {
+                "tokens": texts,
+                "token_logprobs": list(result.logprobs),
+                "top_logprobs": [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
+                if result.top_tokens is not None
+                else None,
+                "text_offset": offsets,
+            }
+        choices.append(
+            {"index": index, "text": _text(result, codec), "logprobs": logprobs, "finish_reason": _finish(result)}
+        )
+    return _envelope(call, model, results, choices)
+
+
+def models_body(model: str, created: int) -> dict[str, Any]:
+    """OpenAI's model list (TGI answers a bare ModelInfo; OpenAI clients expect the list)."""
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "comptrust"}]}

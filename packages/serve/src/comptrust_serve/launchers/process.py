@@ -1,0 +1,132 @@
+"""Servers as child processes: spawning with a log file, waiting for health, stopping without orphans.
+
+The child runs in its own session (a terminal's Ctrl-C reaches only the launching process, which then stops the child
+in order) and gets a pipe as stdin that only the launching process holds: when that process dies, the pipe closes, and
+a server started with ``--exit-with-parent`` shuts itself down. :meth:`ProcessHandle.stop` sends SIGTERM to the
+child's process group, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+from comptrust_core.endpoint import Endpoint
+
+from comptrust_serve.health import probe
+from comptrust_serve.launchers.base import ServerHandle, ServerStartError
+
+__all__ = ["ProcessHandle", "log_path_for", "spawn"]
+
+logger = logging.getLogger(__name__)
+
+
+def log_path_for(log_dir: Path | None, name: str, port: int) -> Path:
+    """A fresh log file for a server: in ``log_dir`` if given, else in the system's temporary folder."""
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f"comptrust-serve-{name}-{port}-", suffix=".log", dir=log_dir)
+    os.close(fd)
+    return Path(path)
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``, stdin a pipe we hold."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+
+
+def read_tail(path: Path, lines: int = 30, max_bytes: int = 16384) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+class ProcessHandle(ServerHandle):
+    """A server running as our child process."""
+
+    def __init__(
+        self, endpoint: Endpoint, process: subprocess.Popen[bytes], log_path: Path, stop_timeout_s: float = 10.0
+    ) -> None:
+        self.endpoint = endpoint
+        self.process = process
+        self.log_path: Path = log_path
+        self.stop_timeout_s = stop_timeout_s
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return read_tail(self.log_path, lines)
+
+    def _with_tail(self, message: str) -> str:
+        tail = self.log_tail()
+        if not tail:
+            return f"{message} (its log {self.log_path} is empty)"
+        indented = "\n".join(f"  | {line}" for line in tail.splitlines())
+        return f"{message}; last lines of its log {self.log_path}:\n{indented}"
+
+    def wait_healthy(self, timeout_s: float, interval_s: float = 0.2) -> None:
+        """Return once ``/health`` answers 200; else stop the child and raise :class:`ServerStartError`."""
+        deadline = time.monotonic() + timeout_s
+        name = self.endpoint.name
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                self.stop()
+                raise ServerStartError(self._with_tail(f"server for {name} exited with code {code} while starting"))
+            if probe(self.endpoint.url, timeout_s=max(interval_s, 1.0)):
+                logger.info("%s is healthy at %s (pid %d)", name, self.endpoint.url, self.pid)
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(
+                    self._with_tail(
+                        f"server for {name} did not answer {self.endpoint.url}/health within {timeout_s:g} s"
+                    )
+                )
+            time.sleep(interval_s)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM the child's process group, SIGKILL it after ``stop_timeout_s``; wait for the child to exit."""
+        if self.process.poll() is None:
+            logger.info("stopping %s (pid %d)", self.endpoint.name, self.pid)
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %g s; killing it", self.endpoint.name, self.stop_timeout_s)
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        self._signal_group(signal.SIGKILL)  # anything the child left behind in its group
+        if self.process.stdin is not None:
+            with suppress(OSError):
+                self.process.stdin.close()
