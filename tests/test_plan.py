@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from comptrust.sweep.plan import load_plan
 from comptrust_core import ConfigError
+
+from comptrust.sweep.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

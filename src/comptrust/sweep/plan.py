@@ -41,6 +41,7 @@ class MethodPlan(_Strict):
 
 class ServePlan(_Strict):
     launcher: str = "embedded"
+    dtype: str | None = Field(default=None, description="compute dtype; 'auto' = the checkpoint's own")
     max_batch: int | None = None
     startup_timeout_s: float = 600.0
 
@@ -117,15 +118,27 @@ class Plan(_Strict):
             for m in self.methods:
                 axes = {
                     k: (v if isinstance(v, list) else [v])
-                    for k, v in {"bits": m.bits, "sparsity": m.sparsity, "pattern": m.pattern,
-                                 "calib_seed": m.calib_seed}.items()
+                    for k, v in {
+                        "bits": m.bits,
+                        "sparsity": m.sparsity,
+                        "pattern": m.pattern,
+                        "calib_seed": m.calib_seed,
+                    }.items()
                 }
                 for values in itertools.product(*axes.values()):
                     level = dict(zip(axes, values, strict=True))
                     cells.append(
-                        Cell(model=model, method=m.name, group_size=m.group_size, act_order=m.act_order,
-                             calib_data=m.calib_data, calib_samples=m.calib_samples, calib_seqlen=m.calib_seqlen,
-                             export=m.export, **level)
+                        Cell(
+                            model=model,
+                            method=m.name,
+                            group_size=m.group_size,
+                            act_order=m.act_order,
+                            calib_data=m.calib_data,
+                            calib_samples=m.calib_samples,
+                            calib_seqlen=m.calib_seqlen,
+                            export=m.export,
+                            **level,
+                        )
                     )
         names = [c.name for c in cells]
         dupes = sorted({n for n in names if names.count(n) > 1})

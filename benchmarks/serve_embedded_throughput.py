@@ -1,6 +1,6 @@
 """Throughput of the embedded server through ``POST /generate``: load time, one request, then N concurrent ones.
 
-    uv run python packages/serve/benchmarks/embedded_throughput.py --model DIR [--concurrency 8 32] [--new-tokens 64]
+    uv run python benchmarks/serve_embedded_throughput.py --model DIR [--concurrency 8 32] [--new-tokens 64]
 
 Greedy decoding, ``max_new_tokens`` as given; tokens/s counts the tokens each response reports
 (``details.generated_tokens``), so a sequence that ends at EOS early counts what it generated. Prints one line per
