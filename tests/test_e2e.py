@@ -96,3 +96,43 @@ def test_sweep_end_to_end_with_smollm2(tmp_path: Path, capsys: pytest.CaptureFix
     # rerunning resumes: every stage is found done and nothing is duplicated
     assert main([str(plan)]) == 0
     assert (run / "records" / "smol-magnitude-2of4.ndjson").read_text().splitlines() == lines
+
+
+FAILING_PLAN = """
+[study]
+name = "partial"
+out = "{out}"
+
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+
+[[methods]]
+name = "no-such-method"
+
+[[methods]]
+name = "dense"
+
+[evaluate]
+suite = "quick"
+limit = 1
+"""
+
+
+@pytest.mark.slow
+def test_one_failing_checkpoint_does_not_stop_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "study"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(FAILING_PLAN.format(out=out.as_posix()))
+
+    assert main([str(plan)]) == 1
+    captured = capsys.readouterr()
+    assert "1 checkpoint(s) failed: smol-no-such-method" in captured.err
+    assert "smol-dense" in captured.out
+    assert not (out / "checkpoints" / "smol-no-such-method").exists()
+    assert (out / "analysis" / "scores.parquet").is_file()
+
+    assert main(["status", str(plan)]) == 0
+    status = capsys.readouterr().out
+    assert "smol-dense" in status and "evaluated" in status
+    assert "smol-no-such-method" in status and "failed (compress: " in status

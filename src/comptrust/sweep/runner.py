@@ -116,9 +116,10 @@ def run_sweep(plan: Plan, plan_file: Path) -> SweepResult:
     cells = plan.cells()
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out, plan_file)
+    evaluated_with = plan.evaluate.model_dump_json()
     for cell in cells:
         cs = state.cells.setdefault(cell.name, CellState())
-        if cs.stage == "evaluated" and cs.errors == 0:
+        if cs.stage == "evaluated" and cs.errors == 0 and cs.evaluated_with == evaluated_with:
             log.info("[%s] already evaluated; skipping", cell.name)
             continue
         ckpt = out / "checkpoints" / cell.name
@@ -130,7 +131,7 @@ def run_sweep(plan: Plan, plan_file: Path) -> SweepResult:
             save_state(out, state)
             stage = "serve/evaluate"
             cs.ok, cs.errors = _evaluate_cell(plan, cell, ckpt, run_dir, out / "logs")
-            cs.stage = "evaluated"
+            cs.stage, cs.evaluated_with = "evaluated", evaluated_with
             if cs.errors:
                 log.warning("[%s] %d requests ended as errors; rerun the sweep to retry them", cell.name, cs.errors)
         except ComptrustError as exc:

@@ -23,6 +23,7 @@ class CellState(BaseModel):
     failed_stage: str | None = None
     ok: int = 0
     errors: int = 0
+    evaluated_with: str | None = Field(default=None, description="fingerprint of the [evaluate] settings last run")
 
 
 class SweepState(BaseModel):
