@@ -15,7 +15,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="analyze",
-        description="Per-perspective trust scores for evaluate run directories (printed; saved as Parquet + Markdown).",
+        description="Per-perspective trust scores for evaluate run directories, printed and saved to the output "
+        "folder: scores and seeds tables (.parquet, .csv, .md), plots/ (PNG and SVG), and report.html, one "
+        "self-contained page (inline CSS and SVG, no network) that is always written.",
     )
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by `evaluate`")
     p.add_argument(
@@ -27,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
         default="dt-main",
         help="scorer variant: DecodingTrust main, or the compressed-trust paper's modified scoring",
     )
+    p.add_argument(
+        "--compare",
+        choices=["paper"],
+        help="also set our scores beside the Decoding Compressed Trust paper's LLaMA-2-13b-chat numbers "
+        "(shipped with the package; matched by method, bits and N:M pattern or sparsity)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the plots (faster; report.html then has none)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -34,8 +43,16 @@ def _parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
-    result = analyze(AnalysisConfig(run_dirs=tuple(args.run_dirs), out=args.out, variant=args.variant))
-    print(render_text(result.scores))
+    result = analyze(
+        AnalysisConfig(
+            run_dirs=tuple(args.run_dirs),
+            out=args.out,
+            variant=args.variant,
+            compare=args.compare,
+            plots=not args.no_plots,
+        )
+    )
+    print(render_text(result.scores, result.seeds, result.paper))
     print("wrote " + ", ".join(str(f) for f in result.files))
     return 0
 

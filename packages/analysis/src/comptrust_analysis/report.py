@@ -1,20 +1,29 @@
-"""``analyze``: scores for one or more run directories, printed and written as Parquet and Markdown."""
+"""``analyze``: scores for one or more run directories, printed and written as Parquet, CSV, Markdown, plots and
+one self-contained HTML report."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from comptrust_core import ConfigError, atomic_write_text
 
-from comptrust_analysis.load import load_runs
+from comptrust_analysis.html_report import render_html, sample_responses
+from comptrust_analysis.load import checkpoint_table, load_runs
+from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
+from comptrust_analysis.plots import write_plots
 from comptrust_analysis.scores import Variant, perspective_scores, side_by_side
+from comptrust_analysis.seeds import FLAG_FACTOR, seed_summary, seed_wide
 from comptrust_analysis.tables import to_markdown, to_text
 
 __all__ = ["AnalysisConfig", "AnalysisResult", "analyze", "render_text"]
+
+log = logging.getLogger(__name__)
 
 _TABLE_COLUMNS = ["perspective", "score", "refusal_rate", "n", "errors"]
 
@@ -24,6 +33,8 @@ class AnalysisConfig:
     run_dirs: tuple[Path, ...]
     out: Path | None = None
     variant: Variant = "dt-main"
+    compare: Literal["paper"] | None = None
+    plots: bool = True
 
     def out_dir(self) -> Path:
         if self.out is not None:
@@ -38,6 +49,8 @@ class AnalysisResult:
     scores: pl.DataFrame
     out_dir: Path
     files: tuple[Path, ...]
+    seeds: pl.DataFrame | None = None
+    paper: pl.DataFrame | None = None
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
@@ -51,6 +64,15 @@ def _write_parquet(df: pl.DataFrame, path: Path) -> None:
         raise
 
 
+def _write_table(df: pl.DataFrame, stem: Path, markdown: str) -> list[Path]:
+    """``stem``.parquet, .csv and .md, each written atomically."""
+    parquet, csv, md = (stem.with_suffix(ext) for ext in (".parquet", ".csv", ".md"))
+    _write_parquet(df, parquet)
+    atomic_write_text(csv, df.write_csv())
+    atomic_write_text(md, markdown)
+    return [parquet, csv, md]
+
+
 def _groups(scores: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
     out: list[tuple[str, str, pl.DataFrame]] = []
     for (run, checkpoint), part in scores.group_by("run", "checkpoint", maintain_order=True):
@@ -58,8 +80,20 @@ def _groups(scores: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
     return out
 
 
-def render_text(scores: pl.DataFrame) -> str:
-    """The terminal view: one per-perspective table per (run, checkpoint), then all checkpoints side by side."""
+SEED_LEGEND = (
+    "mean ± std over calibration seeds (sample std); Δ = change against the dense base model; "
+    f"! = |Δ| > {FLAG_FACTOR:g} × seed spread, ? = one seed (spread unknown); "
+    "avg_present = mean of the perspectives present, avg_dt6 = DecodingTrust leaderboard mean of 6 perspectives"
+)
+
+
+PAPER_LEGEND = "ours | paper, mean±std over calibration seeds; source: " + PAPER_SOURCE
+
+
+def render_text(scores: pl.DataFrame, seeds: pl.DataFrame | None = None, paper: pl.DataFrame | None = None) -> str:
+    """The terminal view: one per-perspective table per (run, checkpoint), then all checkpoints side by side,
+    then (given ``seeds``, :func:`~comptrust_analysis.seeds.seed_summary`'s table) the across-seeds view, then
+    (given ``paper``, :func:`~comptrust_analysis.paper.compare_paper`'s table) ours beside the paper's."""
     parts: list[str] = []
     for run, checkpoint, table in _groups(scores):
         parts.append(f"run {run} · {checkpoint} (variant {scores['variant'][0]}; score 0-100, refusal %)\n")
@@ -67,7 +101,37 @@ def render_text(scores: pl.DataFrame) -> str:
     if scores.select("run", "checkpoint").n_unique() > 1:
         parts.append("side by side: score (refusal %)\n")
         parts.append(to_text(side_by_side(scores)))
+    if seeds is not None and not seeds.is_empty():
+        parts.append(f"across calibration seeds ({SEED_LEGEND})\n")
+        parts.append(to_text(seed_wide(seeds)))
+    if paper is not None:
+        parts.append(f"compared with the paper ({PAPER_LEGEND})\n")
+        parts.append(to_text(compare_wide(paper)) if not paper.is_empty() else "no configuration matches a paper row\n")
     return "\n".join(parts)
+
+
+def _seeds_markdown(seeds: pl.DataFrame) -> str:
+    return "\n".join(
+        [
+            "# comptrust: across calibration seeds\n",
+            SEED_LEGEND + ".\n",
+            to_markdown(seed_wide(seeds)),
+            "## Long form\n",
+            to_markdown(seeds.drop("base_hash", "unknown")),
+        ]
+    )
+
+
+def _paper_markdown(paper: pl.DataFrame) -> str:
+    return "\n".join(
+        [
+            "# comptrust compared with the paper\n",
+            PAPER_LEGEND + ". Matched by method, bits and N:M pattern (or unstructured sparsity).\n",
+            to_markdown(compare_wide(paper)) if not paper.is_empty() else "No configuration matches a paper row.\n",
+            "## Long form\n",
+            to_markdown(paper),
+        ]
+    )
 
 
 def _markdown(scores: pl.DataFrame) -> str:
@@ -82,6 +146,8 @@ def _markdown(scores: pl.DataFrame) -> str:
 
 
 def analyze(config: AnalysisConfig) -> AnalysisResult:
+    """Score the run dirs and write every output to ``config.out_dir()``: scores and seeds (and compare_paper)
+    tables as .parquet/.csv/.md, plots/ (PNG and SVG, unless ``plots`` is off) and report.html."""
     if not config.run_dirs:
         raise ConfigError("analyze needs at least one run directory (written by `evaluate --out RUN_DIR`)")
     runs = load_runs(list(config.run_dirs))
@@ -92,7 +158,27 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         )
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    parquet, md = out / "scores.parquet", out / "scores.md"
-    _write_parquet(scores, parquet)
-    atomic_write_text(md, _markdown(scores))
-    return AnalysisResult(scores=scores, out_dir=out, files=(parquet, md))
+    seeds = seed_summary(scores, checkpoint_table(runs))
+    files = _write_table(scores, out / "scores", _markdown(scores))
+    files += _write_table(seeds, out / "seeds", _seeds_markdown(seeds))
+    paper = None
+    if config.compare == "paper":
+        if config.variant != "dt-main":
+            log.warning("the paper's leaderboard numbers use DecodingTrust's main scoring; ours use %s", config.variant)
+        paper = compare_paper(seeds)
+        files += _write_table(paper, out / "compare_paper", _paper_markdown(paper))
+    plots = write_plots(seeds, out / "plots") if config.plots else []
+    report = out / "report.html"
+    page = render_html(
+        scores=scores,
+        seeds=seeds,
+        side_by_side=side_by_side(scores),
+        samples=sample_responses(runs),
+        plots=plots,
+        seed_legend=SEED_LEGEND,
+        paper=paper,
+        paper_legend=PAPER_LEGEND,
+    )
+    atomic_write_text(report, page)
+    files += [*plots, report]
+    return AnalysisResult(scores=scores, out_dir=out, files=tuple(files), seeds=seeds, paper=paper)

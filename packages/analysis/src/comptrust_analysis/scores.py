@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Literal, get_args
 
 import polars as pl
+from comptrust_core import ConfigError, RunDirError
 
 from comptrust_analysis.fairness import fairness_scores
 from comptrust_analysis.load import LoadedRun, checkpoint_table
 
-__all__ = ["SCORE_COLUMNS", "Variant", "perspective_scores", "side_by_side"]
+__all__ = ["SCORER_VARIANTS", "SCORE_COLUMNS", "Variant", "check_variants", "perspective_scores", "side_by_side"]
+
+log = logging.getLogger(__name__)
 
 Variant = Literal["dt-main", "dt-compressed-trust"]
+SCORER_VARIANTS: tuple[str, ...] = get_args(Variant)
 
 SCORE_COLUMNS = [
     "run",
@@ -30,6 +35,9 @@ SCORE_COLUMNS = [
 ]
 
 
+_COLUMNS = ["run", "endpoint", "perspective", "sub_scenario", "status", "refusal", "scores", "attributes"]
+
+
 def _item_score(variant: str) -> pl.Expr:
     """This record's ``score`` field under ``variant`` (a field without a variant applies to every variant)."""
     el = pl.element()
@@ -37,6 +45,51 @@ def _item_score(variant: str) -> pl.Expr:
         (el.struct.field("variant") == variant) | el.struct.field("variant").is_null()
     )
     return pl.col("scores").list.eval(el.filter(match).struct.field("value")).list.first()
+
+
+def check_variants(records: pl.LazyFrame, variant: str) -> None:
+    """Refuse to mix scorer variants silently.
+
+    Only the scorer variants (:data:`SCORER_VARIANTS`) count: other ``variant`` values (e.g. the ``broad`` refusal
+    detector's field) are not scorers. Score fields without a variant apply to every variant. Where a (run,
+    endpoint, perspective) carries variant-specific fields but none under ``variant``, that is a
+    :class:`ConfigError` naming the variants it has; where only some of its records carry ``variant`` (others only
+    another variant), a warning is logged.
+    """
+    el = pl.element()
+    per_record = records.filter(pl.col("status") == "ok").select(
+        "run",
+        "endpoint",
+        "perspective",
+        variants=pl.col("scores")
+        .list.eval(el.struct.field("variant").filter(el.struct.field("variant").is_in(SCORER_VARIANTS)))
+        .list.unique(),
+    )
+    per_record = per_record.filter(pl.col("variants").list.len() > 0).with_columns(
+        has=pl.col("variants").list.contains(variant)
+    )
+    groups = (
+        per_record.group_by("run", "endpoint", "perspective")
+        .agg(variants=pl.col("variants").explode().unique().sort(), n=pl.len(), with_variant=pl.col("has").sum())
+        .sort("run", "endpoint", "perspective")
+        .collect()
+    )
+    for g in groups.iter_rows(named=True):
+        where = f"run {g['run']}, endpoint {g['endpoint']}, perspective {g['perspective']}"
+        if g["with_variant"] == 0:
+            raise ConfigError(
+                f"{where} was scored under scorer variant(s) {', '.join(g['variants'])}, not {variant}: "
+                f"pass --variant {g['variants'][0]}, or rescore it; analyze never mixes variants"
+            )
+        if g["with_variant"] < g["n"]:
+            log.warning(
+                "%s: %d of %d records carry no %s score fields (scored under %s); they count as unscored",
+                where,
+                g["n"] - g["with_variant"],
+                g["n"],
+                variant,
+                ", ".join(v for v in g["variants"] if v != variant),
+            )
 
 
 def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> pl.DataFrame:
@@ -48,9 +101,34 @@ def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> p
     """
     if not runs:
         return pl.DataFrame(schema=dict.fromkeys(SCORE_COLUMNS, pl.String))
-    records = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
+    lazy = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
+    try:
+        # one pass over the files (dedupe included), then every aggregate on the columns it needs, in memory:
+        # several lazy queries over the same scan would each repeat the deduplication
+        records = lazy.select(_COLUMNS).collect().lazy()
+        check_variants(records, variant)
+        table = _aggregate(records, variant)
+    except pl.exceptions.PolarsError as exc:
+        names = ", ".join(str(r.path) for r in runs)
+        raise RunDirError(f"the records in {names} cannot be read ({exc}); a file is damaged") from exc
+    meta = checkpoint_table(runs).select("run", "endpoint", "checkpoint", "method", "bits", "sparsity")
+    return (
+        table.join(meta, on=["run", "endpoint"], how="left")
+        .with_columns(
+            checkpoint=pl.coalesce("checkpoint", "endpoint"),
+            variant=pl.lit(variant),
+            n=pl.col("n").cast(pl.Int64),
+            n_scored=pl.col("n_scored").cast(pl.Int64),
+            errors=pl.col("errors").cast(pl.Int64),
+        )
+        .select(SCORE_COLUMNS)
+        .sort("run", "endpoint", "perspective")
+    )
+
+
+def _aggregate(records: pl.LazyFrame, variant: str) -> pl.DataFrame:
     ok = pl.col("status") == "ok"
-    table = (
+    return (
         records.select("run", "endpoint", "perspective", "status", "refusal", "scores")
         .with_columns(item_score=pl.when(ok).then(_item_score(variant)))
         .group_by("run", "endpoint", "perspective")
@@ -68,19 +146,6 @@ def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> p
         )
         .drop("fairness_score")
         .collect()
-    )
-    meta = checkpoint_table(runs).select("run", "endpoint", "checkpoint", "method", "bits", "sparsity")
-    return (
-        table.join(meta, on=["run", "endpoint"], how="left")
-        .with_columns(
-            checkpoint=pl.coalesce("checkpoint", "endpoint"),
-            variant=pl.lit(variant),
-            n=pl.col("n").cast(pl.Int64),
-            n_scored=pl.col("n_scored").cast(pl.Int64),
-            errors=pl.col("errors").cast(pl.Int64),
-        )
-        .select(SCORE_COLUMNS)
-        .sort("run", "endpoint", "perspective")
     )
 
 

@@ -1,0 +1,199 @@
+"""Across calibration seeds: mean and spread per configuration, and the change against the dense base model.
+
+A *configuration* is everything that identifies a checkpoint except its calibration seed: base model (by content
+hash), method, bits, group size, requested sparsity and N:M pattern. Checkpoints of one configuration are its seeds.
+
+Flag rule (stated in every report this module feeds): the change Δ = mean(configuration) − mean(dense) of a
+perspective is flagged when ``|Δ| > 2 · spread``, where ``spread`` is the sample standard deviation (ddof = 1) of
+the configuration's seeds, combined in quadrature with the dense model's when the dense model has two or more runs.
+A configuration with a single seed has no measured spread: its flag is unknown (null, shown as ``?``), never true.
+
+Two aggregates are added as pseudo-perspectives, computed per checkpoint before averaging over seeds:
+``avg_present`` (mean of the perspective scores present) and ``avg_dt6`` (the DecodingTrust leaderboard's average
+over AdvGLUE++, OOD, AdvDemo, Privacy, Ethics and Fairness, excluding toxicity and stereotype; null unless all six
+have a score). Across seeds a perspective's mean leaves out seeds without a score (``n_seeds`` counts all of
+them); ``avg_dt6`` stays null unless every seed has it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+__all__ = [
+    "AVG_DT6",
+    "AVG_PRESENT",
+    "CONFIG_KEYS",
+    "DT6_PERSPECTIVES",
+    "FLAG_FACTOR",
+    "PERSPECTIVE_ORDER",
+    "config_label",
+    "seed_summary",
+    "seed_wide",
+    "with_aggregates",
+]
+
+PERSPECTIVE_ORDER = (
+    "toxicity",
+    "stereotype",
+    "advglue",
+    "ood",
+    "adv_demonstration",
+    "privacy",
+    "machine_ethics",
+    "fairness",
+)
+DT6_PERSPECTIVES = ("advglue", "ood", "adv_demonstration", "privacy", "machine_ethics", "fairness")
+AVG_PRESENT = "avg_present"
+AVG_DT6 = "avg_dt6"
+FLAG_FACTOR = 2.0
+
+CONFIG_KEYS = ["base_model", "base_hash", "method", "bits", "group_size", "target_sparsity", "pattern", "unknown"]
+"""Group keys; ``unknown`` holds the checkpoint name of an endpoint without a manifest, so those never merge."""
+
+
+_SORT = ["base_model", "_dense_first", "method", "bits", "target_sparsity", "pattern", "_order"]
+
+
+def with_aggregates(scores: pl.DataFrame) -> pl.DataFrame:
+    """``scores`` plus two rows per (run, endpoint): ``avg_present`` and ``avg_dt6`` (see the module docstring)."""
+    per_ckpt = scores.group_by("run", "endpoint", maintain_order=True).agg(
+        pl.col("score").drop_nulls().mean().alias(AVG_PRESENT),
+        pl.when(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).drop_nulls().len() == 6)
+        .then(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).mean())
+        .alias(AVG_DT6),
+    )
+    extra = per_ckpt.unpivot(
+        index=["run", "endpoint"], on=[AVG_PRESENT, AVG_DT6], variable_name="perspective", value_name="score"
+    )
+    return pl.concat([scores, extra], how="diagonal_relaxed")
+
+
+def config_label(row: dict[str, object]) -> str:
+    """A short human name for a configuration, e.g. ``gptq 4b g128`` or ``sparsegpt 2:4 s0.5``."""
+    if row.get("method") is None:
+        return str(row.get("unknown") or "?")
+    parts = [str(row["method"])]
+    if row.get("bits") is not None:
+        parts.append(f"{row['bits']}b")
+    if row.get("group_size") is not None:
+        parts.append(f"g{row['group_size']}")
+    if row.get("pattern") not in (None, "unstructured"):
+        parts.append(str(row["pattern"]))
+    sparsity = row.get("target_sparsity")
+    if isinstance(sparsity, float) and sparsity > 0:
+        parts.append(f"s{sparsity:g}")
+    return " ".join(parts)
+
+
+def _order(perspective: str) -> int:
+    extra = (AVG_PRESENT, AVG_DT6)
+    if perspective in PERSPECTIVE_ORDER:
+        return PERSPECTIVE_ORDER.index(perspective)
+    if perspective in extra:
+        return 100 + extra.index(perspective)
+    return 50
+
+
+def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFrame:
+    """One row per (configuration, perspective): seeds, mean, std, and the change against the dense base model.
+
+    ``scores`` is :func:`~comptrust_analysis.scores.perspective_scores`'s table; ``checkpoints`` is
+    :func:`~comptrust_analysis.load.checkpoint_table`'s.
+    """
+    meta = checkpoints.with_columns(
+        unknown=pl.when(pl.col("method").is_null()).then(pl.col("checkpoint")),
+        pattern=pl.when(pl.col("pattern") != "unstructured").then(pl.col("pattern")),
+    ).select("run", "endpoint", "calib_seed", *CONFIG_KEYS)
+    rows = with_aggregates(scores.select("run", "endpoint", "perspective", "score", "refusal_rate")).join(
+        meta, on=["run", "endpoint"], how="left"
+    )
+    grouped = (
+        rows.group_by(*CONFIG_KEYS, "perspective")
+        .agg(
+            n_seeds=pl.len(),
+            seeds=pl.col("calib_seed").drop_nulls().sort().cast(pl.String).str.join(","),
+            # avg_dt6 needs every seed to have all six perspectives; elsewhere a seed without a score is left out
+            mean=pl.when((pl.col("perspective").first() == AVG_DT6) & pl.col("score").is_null().any())
+            .then(None)
+            .otherwise(pl.col("score").mean()),
+            std=pl.col("score").std(ddof=1),
+            min=pl.col("score").min(),
+            max=pl.col("score").max(),
+            refusal_rate=pl.col("refusal_rate").mean(),
+        )
+        .with_columns(n_seeds=pl.col("n_seeds").cast(pl.Int64))
+    )
+    dense = grouped.filter(pl.col("method") == "dense").select(
+        "base_hash",
+        "perspective",
+        dense_mean=pl.col("mean"),
+        dense_std=pl.col("std"),
+        dense_n=pl.col("n_seeds"),
+    )
+    spread = pl.when(pl.col("dense_n") >= 2).then((pl.col("std") ** 2 + pl.col("dense_std") ** 2).sqrt())
+    out = grouped.join(dense, on=["base_hash", "perspective"], how="left").with_columns(
+        delta=pl.when(pl.col("method") != "dense").then(pl.col("mean") - pl.col("dense_mean")),
+        spread=spread.otherwise(pl.col("std")),
+    )
+    out = out.with_columns(
+        flag=pl.when(pl.col("delta").is_not_null() & pl.col("spread").is_not_null() & (pl.col("n_seeds") >= 2)).then(
+            pl.col("delta").abs() > FLAG_FACTOR * pl.col("spread")
+        )
+    )
+    labels = [config_label(r) for r in out.iter_rows(named=True)]
+    out = out.with_columns(
+        label=pl.Series(labels, dtype=pl.String),
+        _order=pl.col("perspective").map_elements(_order, return_dtype=pl.Int64),
+        _dense_first=pl.col("method") != "dense",
+    )
+    return (
+        out.sort(
+            "base_model", "_dense_first", "method", "bits", "target_sparsity", "pattern", "_order", nulls_last=True
+        )
+        .drop("_order", "_dense_first")
+        .select(
+            "label",
+            *CONFIG_KEYS,
+            "perspective",
+            "n_seeds",
+            "seeds",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "refusal_rate",
+            "dense_mean",
+            "delta",
+            "spread",
+            "flag",
+        )
+    )
+
+
+def _cell(row: dict[str, object]) -> str:
+    mean, std, delta, flag = row["mean"], row["std"], row["delta"], row["flag"]
+    if not isinstance(mean, float):
+        return "n/a"
+    text = f"{mean:.1f}" + (f" ± {std:.1f}" if isinstance(std, float) else "")
+    if isinstance(delta, float):
+        mark = "?" if flag is None else ("!" if flag else "")
+        text += f" (Δ {delta:+.1f}{mark})"
+    return text
+
+
+def seed_wide(summary: pl.DataFrame) -> pl.DataFrame:
+    """Perspectives as rows, one column per configuration: ``mean ± std (Δ vs dense, ! flagged, ? one seed)``."""
+    if summary.is_empty():
+        return pl.DataFrame(schema={"perspective": pl.String})
+    multi_base = summary.select("base_hash").n_unique() > 1
+    column = pl.col("label")
+    if multi_base:
+        column = pl.col("base_model").fill_null("?") + pl.lit(": ") + column
+    cells = [_cell(r) for r in summary.iter_rows(named=True)]
+    labelled = summary.with_columns(cell=pl.Series(cells, dtype=pl.String), column=column)
+    order = labelled.select("column").unique(maintain_order=True).to_series().to_list()
+    perspectives = labelled.select("perspective").unique().to_series().to_list()
+    wide = labelled.pivot(on="column", index="perspective", values="cell", aggregate_function="first")
+    ranked = sorted(perspectives, key=lambda p: (_order(p), p))
+    rank = pl.DataFrame({"perspective": ranked, "_rank": list(range(len(ranked)))})
+    return wide.join(rank, on="perspective").sort("_rank").select("perspective", *order)

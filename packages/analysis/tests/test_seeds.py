@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import polars as pl
+import pytest
+from comptrust_analysis import checkpoint_table, load_runs, perspective_scores, seed_summary, seed_wide, with_aggregates
+from comptrust_analysis.cli import main
+from comptrust_analysis.seeds import AVG_DT6, AVG_PRESENT, DT6_PERSPECTIVES
+from comptrust_core import Manifest
+
+from .study import manifest, write_run
+
+ADV = [0.50, 0.51, 0.49]
+OOD = [0.40, 0.43, 0.39]
+
+
+def _study(tmp_path: Path) -> pl.DataFrame:
+    cps: dict[str, tuple[Manifest, dict[str, float | None]]] = {
+        "dense": (manifest("dense"), {"advglue": 0.5, "ood": 0.6, "toxicity": None}),
+        "g3": (manifest("gptq", bits=3, group_size=128, seed=0), {"advglue": 0.1, "ood": 0.6, "toxicity": None}),
+    }
+    for seed, (a, o) in enumerate(zip(ADV, OOD, strict=True)):
+        cps[f"g4s{seed}"] = (
+            manifest("gptq", bits=4, group_size=128, seed=seed),
+            {"advglue": a, "ood": o, "toxicity": None},
+        )
+    run = write_run(tmp_path / "run", cps)
+    runs = load_runs([run])
+    return seed_summary(perspective_scores(runs), checkpoint_table(runs))
+
+
+def test_seed_groups_mean_std_and_flags(tmp_path: Path) -> None:
+    summary = _study(tmp_path)
+    g4 = {r["perspective"]: r for r in summary.filter(pl.col("label") == "gptq 4b g128").iter_rows(named=True)}
+    assert g4["advglue"]["n_seeds"] == 3 and g4["advglue"]["seeds"] == "0,1,2"
+    assert g4["advglue"]["mean"] == pytest.approx(100 * statistics.mean(ADV))
+    assert g4["advglue"]["std"] == pytest.approx(100 * statistics.stdev(ADV))
+    assert g4["advglue"]["delta"] == pytest.approx(0.0, abs=1e-9) and g4["advglue"]["flag"] is False
+    assert g4["ood"]["delta"] == pytest.approx(100 * statistics.mean(OOD) - 60)
+    assert g4["ood"]["flag"] is True  # |Δ| ≈ 19 > 2 × 2.1
+    assert g4["toxicity"]["mean"] is None and g4["toxicity"]["flag"] is None
+    g3 = {r["perspective"]: r for r in summary.filter(pl.col("label") == "gptq 3b g128").iter_rows(named=True)}
+    assert g3["advglue"]["n_seeds"] == 1 and g3["advglue"]["std"] is None
+    assert g3["advglue"]["delta"] == pytest.approx(-40) and g3["advglue"]["flag"] is None  # one seed: unknown
+    dense = summary.filter(pl.col("method") == "dense")
+    assert dense["delta"].is_null().all() and dense["label"][0] == "dense"
+    assert summary["label"][0] == "dense"  # the dense base comes first
+    present = g4[AVG_PRESENT]
+    assert present["mean"] == pytest.approx(100 * statistics.mean([(a + o) / 2 for a, o in zip(ADV, OOD, strict=True)]))
+    assert g4[AVG_DT6]["mean"] is None  # four of the six perspectives are missing
+
+
+def test_seed_wide_marks_flags(tmp_path: Path) -> None:
+    wide = seed_wide(_study(tmp_path))
+    assert wide.columns == ["perspective", "dense", "gptq 3b g128", "gptq 4b g128"]
+    assert wide["perspective"].to_list() == ["toxicity", "advglue", "ood", AVG_PRESENT, AVG_DT6]
+    row = dict(zip(wide.columns, wide.row(2), strict=True))
+    assert row["gptq 4b g128"].endswith("!)") and row["gptq 3b g128"].endswith("?)")
+    assert row["dense"] == "60.0"
+
+
+def test_dt6_mean_needs_all_six() -> None:
+    rows: list[tuple[str, str, float | None]] = [("a", p, 50.0 + i) for i, p in enumerate(DT6_PERSPECTIVES)]
+    rows.append(("a", "toxicity", 0.0))
+    rows += [("b", p, 70.0) for p in DT6_PERSPECTIVES[:5]] + [("b", "fairness", None)]
+    scores = pl.DataFrame(
+        rows, schema={"endpoint": pl.String, "perspective": pl.String, "score": pl.Float64}, orient="row"
+    )
+    out = with_aggregates(scores.with_columns(run=pl.lit("r")))
+    got = {(r["endpoint"], r["perspective"]): r["score"] for r in out.iter_rows(named=True)}
+    assert got[("a", AVG_DT6)] == pytest.approx(52.5)
+    assert got[("a", AVG_PRESENT)] == pytest.approx((sum(50.0 + i for i in range(6)) + 0.0) / 7)
+    assert got[("b", AVG_DT6)] is None
+    assert got[("b", AVG_PRESENT)] == pytest.approx(70.0)
+
+
+def test_analyze_writes_seed_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _study(tmp_path)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "run"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "across calibration seeds" in printed and "gptq 4b g128" in printed
+    back = pl.read_parquet(out / "seeds.parquet")
+    assert back.equals(pl.read_csv(out / "seeds.csv", schema=back.schema))
+    md = (out / "seeds.md").read_text()
+    assert "| perspective | dense | gptq 3b g128 | gptq 4b g128 |" in md and "2 × seed spread" in md
+
+
+def test_endpoints_without_manifest_stay_apart(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", {"x": (None, {"advglue": 0.5}), "y": (None, {"advglue": 0.7})})
+    runs = load_runs([run])
+    summary = seed_summary(perspective_scores(runs), checkpoint_table(runs))
+    adv = summary.filter(pl.col("perspective") == "advglue")
+    assert sorted(adv["label"].to_list()) == ["x", "y"] and adv["n_seeds"].to_list() == [1, 1]
+    assert adv["delta"].is_null().all() and adv["flag"].is_null().all()
+
+
+def test_dt6_across_seeds_needs_every_seed() -> None:
+    six = dict.fromkeys(DT6_PERSPECTIVES, 60.0)
+    rows = [("s0", p, v) for p, v in six.items()] + [("s1", p, v) for p, v in six.items() if p != "fairness"]
+    scores = pl.DataFrame(rows, schema=["endpoint", "perspective", "score"], orient="row").with_columns(
+        run=pl.lit("r"), refusal_rate=pl.lit(0.0)
+    )
+    meta = pl.DataFrame(
+        {"run": ["r", "r"], "endpoint": ["s0", "s1"], "checkpoint": ["s0", "s1"], "calib_seed": [0, 1]}
+    ).with_columns(
+        base_model=pl.lit("tiny"),
+        base_hash=pl.lit("sha256:tiny"),
+        method=pl.lit("gptq"),
+        bits=pl.lit(4, dtype=pl.Int64),
+        group_size=pl.lit(None, dtype=pl.Int64),
+        target_sparsity=pl.lit(None, dtype=pl.Float64),
+        pattern=pl.lit(None, dtype=pl.String),
+    )
+    summary = seed_summary(scores, meta)
+    got = {r["perspective"]: r for r in summary.iter_rows(named=True)}
+    assert got[AVG_DT6]["mean"] is None and got[AVG_DT6]["n_seeds"] == 2
+    assert got["advglue"]["mean"] == pytest.approx(60.0) and got[AVG_PRESENT]["mean"] == pytest.approx(60.0)
