@@ -142,6 +142,6 @@ def run_sweep(plan: Plan, plan_file: Path) -> SweepResult:
     report = ""
     if run_dirs:
         result = analyze(AnalysisConfig(run_dirs=run_dirs, out=out / "analysis", variant=plan.analyze.variant))
-        report = render_text(result.scores)
+        report = render_text(result.scores, result.seeds)
     failed = tuple(c.name for c in cells if state.cells[c.name].stage == "failed")
     return SweepResult(out=out, state=state, report=report, failed=failed)
