@@ -10,6 +10,8 @@ import pytest
 from comptrust_core import RECORDS_DIR, Endpoint, write_endpoints
 from comptrust_evaluate import derive_endpoint_name
 from comptrust_evaluate.cli import build_config, main, parser
+from comptrust_evaluate.config import Limits
+from comptrust_evaluate.progress import EndpointProgress
 from comptrust_evaluate.testing import FakeEndpoint
 
 
@@ -65,3 +67,29 @@ def test_cli_reads_endpoints_json_and_logs_progress(
     assert run["endpoints"][0]["name"] == "tiny-dense" and run["endpoints"][0]["launcher"] == "embedded"
     assert "tiny-dense: 1 ok, 0 errors" in caplog.text
     assert "prompts p.jsonl" in capsys.readouterr().out
+
+
+def test_concurrency_and_compact_flags(tmp_path: Path) -> None:
+    base = ["--endpoint", "http://h:1", "--suite", "quick", "--out", str(tmp_path)]
+    config = build_config(parser().parse_args(base))
+    assert config.limits.adaptive and config.limits.rps is None and not config.compact
+    argv = [*base, "--max-concurrency", "16", "--fixed-concurrency", "--rps", "2.5", "--compact"]
+    config = build_config(parser().parse_args(argv))
+    assert config.limits == Limits(max_concurrency=16, adaptive=False, rps=2.5) and config.compact
+
+
+def test_progress_line_has_every_column() -> None:
+    ep = EndpointProgress(name="e", total=10, done=4, errors=1, retries=3, tokens=0, in_flight=2, limit=8)
+    line = ep.line()
+    for part in ("4/10 done", "req/s", "tok/s", "2 in flight (limit 8)", "3 retries", "1 errors"):
+        assert part in line
+
+
+def test_bar_progress_runs_to_the_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": i, "prompt": f"q{i}"}) + "\n" for i in range(20)))
+    with FakeEndpoint() as fake:
+        argv = ["--endpoint", fake.url, "--name", "bar", "--prompts", str(prompts), "--out", str(tmp_path / "r")]
+        assert main([*argv, "--progress", "bar"]) == 0
+    out = capsys.readouterr().out
+    assert "20/20" in out and "tok/s" in out and "retries" in out

@@ -2,7 +2,9 @@
 
 ``evaluate(EvaluateConfig(...))`` is the library call behind the ``evaluate`` command. Pluggable families are
 registries: protocols (``tgi``, ``openai``), tasks (one per DecodingTrust perspective, plus ``custom``), refusal
-detectors (DecodingTrust's rules and ``broad``) and record stores (``ndjson``).
+detectors (DecodingTrust's rules and ``broad``) and record stores (``ndjson``, compacted to Parquet by
+``compact_run`` with the optional ``parquet`` extra). Each endpoint's concurrency adapts (AIMD, capped by
+``max_concurrency``) unless ``adaptive_concurrency=False``.
 """
 
 from comptrust_evaluate._version import __version__
@@ -28,7 +30,15 @@ from comptrust_evaluate.refusal import (
     refusal_detector,
     unparseable,
 )
-from comptrust_evaluate.store import RecordStore, RecordWriter, get_store, read_records, record_store, records_path
+from comptrust_evaluate.store import (
+    RecordStore,
+    RecordWriter,
+    compact_run,
+    get_store,
+    read_records,
+    record_store,
+    records_path,
+)
 from comptrust_evaluate.tasks import (
     VARIANTS,
     DataSource,
@@ -69,6 +79,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "build_plan",
+    "compact_run",
     "derive_endpoint_name",
     "detect_protocol",
     "detector_names",

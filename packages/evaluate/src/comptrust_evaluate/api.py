@@ -18,7 +18,7 @@ from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
 from comptrust_evaluate.plan import Plan, build_plan, load_suite, prompts_suite
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
-from comptrust_evaluate.store import get_store, open_run_dir
+from comptrust_evaluate.store import compact_endpoint, get_store, open_run_dir
 
 __all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan"]
 
@@ -38,6 +38,9 @@ class EndpointSummary:
     errors: int
     refusals: int
     elapsed_s: float
+    retries: int = 0
+    backoffs: int = 0  # times the adaptive limit went down (429, 503, timeouts)
+    final_limit: int = 0  # the concurrency limit at the end
 
     @property
     def rate(self) -> float:
@@ -114,20 +117,20 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
         for client, key in zip(clients, keys, strict=True):
             name = client.endpoint.name
             done = store.load(config.out, name, drop_errors=config.retry_errors)
-            pending = [
-                u
-                for u in plan.units
-                if record_key(name, u.task.name, u.item.item_id, u.sample_index, u.request) not in done
-            ]
+            keyed = ((u, record_key(name, u.task.name, u.item.item_id, u.sample_index, u.request)) for u in plan.units)
+            pending = [(u, k) for u, k in keyed if k not in done]
             finished = len(plan.units) - len(pending)
             log.info("endpoint %s: %d requests planned, %d already done", name, len(plan.units), finished)
             reporter.add(name, len(plan.units), finished)
             jobs.append(EndpointJob(client.endpoint, client, pending, store.writer(config.out, name), secret=key))
         async with reporter:
-            await run_jobs(jobs, config.max_concurrency, config.timeouts, config.retry, reporter)
+            await run_jobs(jobs, config.limits, config.timeouts, config.retry, reporter)
     finally:
         for job in jobs:
             job.writer.close()
+    if config.compact:
+        for client in clients:
+            compact_endpoint(config.out, client.endpoint.name)
     summaries = []
     for client in clients:
         ep = reporter.endpoints[client.endpoint.name]
@@ -142,6 +145,9 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
                 errors=ep.errors,
                 refusals=ep.refusals,
                 elapsed_s=ep.elapsed,
+                retries=ep.retries,
+                backoffs=ep.backoffs,
+                final_limit=ep.limit,
             )
         )
         log.info(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from comptrust_core import ConfigError, read_endpoints, run_cli, setup_logging
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from comptrust_evaluate.api import RunSummary, evaluate
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, RetryPolicy, Timeouts
+from comptrust_evaluate.store import compact_run
 
 __all__ = ["build_config", "main", "parser"]
 
@@ -23,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
         prog="evaluate",
         description="Fire trust benchmarks (or your own prompts) at served checkpoints; records go to RUN_DIR, "
         "and rerunning the same command resumes it.",
+        epilog="`evaluate compact RUN_DIR` folds a run directory's records into Parquet.",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--endpoint", action="append", metavar="URL", help="a server's base URL (repeatable)")
@@ -36,8 +39,25 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--prompts", type=Path, metavar="FILE", help="your own prompts, one JSON object per line")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="a DecodingTrust-style data/ folder for the suite")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory (resumed if same)")
-    p.add_argument("--max-concurrency", type=int, default=64, metavar="N", help="requests in flight per endpoint")
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests in flight per endpoint: the cap of the adaptive limit (default 64)",
+    )
+    p.add_argument(
+        "--fixed-concurrency",
+        action="store_true",
+        help="keep --max-concurrency in flight; do not back off on 429/503/timeouts",
+    )
+    p.add_argument("--rps", type=float, metavar="R", help="start at most R requests per second per endpoint")
     p.add_argument("--retry-errors", action="store_true", help="redo requests that ended as error records")
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="fold the records into Parquet at the end (needs comptrust-evaluate[parquet]; also: evaluate compact DIR)",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="at most N items per scenario")
     p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per request (default 5)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request time limit, seconds")
@@ -88,7 +108,10 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         prompts=args.prompts,
         data_dir=args.data_dir,
         max_concurrency=args.max_concurrency,
+        adaptive_concurrency=not args.fixed_concurrency,
+        rps=args.rps,
         retry_errors=args.retry_errors,
+        compact=args.compact,
         limit=args.limit,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         timeouts=Timeouts(total_s=args.timeout, read_s=min(args.timeout, Timeouts().read_s)),
@@ -98,17 +121,39 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
 
 def _print_summary(summary: RunSummary) -> None:
     table = Table(title=f"{summary.plan} → {summary.run_dir}")
-    for column in ("endpoint", "protocol", "done", "ok", "errors", "refusals", "req/s"):
+    columns = ("endpoint", "protocol", "done", "ok", "errors", "refusals", "retries", "back-offs", "req/s")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("endpoint", "protocol") else "right")
     for ep in summary.endpoints:
         done = ep.resumed + ep.ok + ep.errors
-        table.add_row(
-            ep.name, ep.protocol, f"{done}/{ep.total}", str(ep.ok), str(ep.errors), str(ep.refusals), f"{ep.rate:.1f}"
-        )
+        counts = (ep.ok, ep.errors, ep.refusals, ep.retries, ep.backoffs)
+        table.add_row(ep.name, ep.protocol, f"{done}/{ep.total}", *map(str, counts), f"{ep.rate:.1f}")
     Console().print(table)
 
 
+def compact_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate compact",
+        description="Fold a run directory's NDJSON records into one Parquet file per endpoint (not while a run is "
+        "appending to it); resuming and `analyze` read both forms.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _compact(argv: list[str]) -> int:
+    args = compact_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    for result in compact_run(args.run_dir):
+        Console().print(f"{result.endpoint}: {result.folded} records folded in, {result.total} in Parquet")
+    return 0
+
+
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "compact":
+        return _compact(argv[1:])
     args = parser().parse_args(argv)
     setup_logging(args.verbose)
     summary = evaluate(build_config(args))

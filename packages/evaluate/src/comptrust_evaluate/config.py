@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from comptrust_core import ConfigError, Endpoint, Protocol
 
-__all__ = ["EndpointSpec", "EvaluateConfig", "RetryPolicy", "Timeouts", "derive_endpoint_name"]
+__all__ = ["EndpointSpec", "EvaluateConfig", "Limits", "RetryPolicy", "Timeouts", "derive_endpoint_name"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,22 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.retry_after_max_s))
         return wait
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per endpoint: at most ``max_concurrency`` requests in flight (the cap of the adaptive limit, or the fixed one
+    with ``adaptive=False``), and at most ``rps`` requests started per second if given."""
+
+    max_concurrency: int = 64
+    adaptive: bool = True
+    rps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError("--max-concurrency must be at least 1")
+        if self.rps is not None and self.rps <= 0:
+            raise ConfigError("--rps must be positive")
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,10 @@ class EvaluateConfig:
     prompts: Path | None = None
     data_dir: Path | None = None
     max_concurrency: int = 64
+    adaptive_concurrency: bool = True
+    rps: float | None = None
     retry_errors: bool = False
+    compact: bool = False  # fold the records into Parquet at the end of the run
     limit: int | None = None
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
@@ -116,3 +135,8 @@ class EvaluateConfig:
             raise ConfigError("--max-concurrency must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be at least 1")
+        Limits(self.max_concurrency, self.adaptive_concurrency, self.rps)  # validates them
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_concurrency, self.adaptive_concurrency, self.rps)

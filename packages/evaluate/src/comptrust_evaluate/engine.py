@@ -1,5 +1,6 @@
-"""The async engine: every endpoint at once, one pooled aiohttp session and a concurrency limit per endpoint,
-retries that tell rate limits and transient faults from final errors, one record appended per finished request."""
+"""The async engine: every endpoint at once, one pooled aiohttp session and an adaptive concurrency limit per endpoint
+(see :mod:`comptrust_evaluate.concurrency`), retries that tell rate limits and transient faults from final errors, one
+record appended per finished request."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
-from comptrust_core import Endpoint, Record, record_key
+from comptrust_core import Endpoint, Record
 
-from comptrust_evaluate.config import RetryPolicy, Timeouts
+from comptrust_evaluate.concurrency import AimdController, ConcurrencyGate, TokenBucket
+from comptrust_evaluate.config import Limits, RetryPolicy, Timeouts
 from comptrust_evaluate.plan import Unit
 from comptrust_evaluate.progress import ProgressReporter
 from comptrust_evaluate.protocols import Generation, ProtocolClient, ProtocolError
@@ -28,13 +30,14 @@ __all__ = ["EndpointJob", "open_session", "run_jobs"]
 log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_OVERLOAD_STATUS = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
 class EndpointJob:
     endpoint: Endpoint
     client: ProtocolClient
-    units: Sequence[Unit]
+    units: Sequence[tuple[Unit, str]]  # each pending request with its record key
     writer: RecordWriter
     secret: str | None = field(default=None, repr=False)  # redacted from error text, should a server echo it
 
@@ -46,6 +49,7 @@ class _Attempt:
     http_status: int | None = None
     retryable: bool = False
     retry_after: float | None = None
+    overload: bool = False  # the server says it has too much to do: 429, 503, or no answer in time
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -92,29 +96,62 @@ async def _attempt(session: aiohttp.ClientSession, client: ProtocolClient, unit:
                 error=_error_text(resp.status, body),
                 http_status=resp.status,
                 retryable=retryable,
+                overload=resp.status in _OVERLOAD_STATUS,
                 retry_after=_retry_after(resp.headers.get("Retry-After")) if retryable else None,
             )
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        return _Attempt(error="timed out", retryable=True)
+        return _Attempt(error="timed out", retryable=True, overload=True)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         return _Attempt(error=f"connection failed: {type(exc).__name__}: {exc}", retryable=True)
     except aiohttp.ClientError as exc:
         return _Attempt(error=f"request failed: {type(exc).__name__}: {exc}")
 
 
-async def _execute(
-    session: aiohttp.ClientSession, job: EndpointJob, unit: Unit, policy: RetryPolicy, rng: random.Random
-) -> Record:
+@dataclass
+class _Lane:
+    """One endpoint's running state: its job, session, gate (concurrency, Retry-After pauses, rps) and settings."""
+
+    job: EndpointJob
+    session: aiohttp.ClientSession
+    gate: ConcurrencyGate
+    policy: RetryPolicy
+    progress: ProgressReporter
+    rng: random.Random = field(default_factory=random.Random)
+
+    def feedback(self, result: _Attempt, started: float, latency: float) -> None:
+        """Tell the controller what an attempt says about the server's load."""
+        controller = self.gate.controller
+        if not controller.adaptive:
+            return
+        before, backed_off = controller.current, False
+        if result.overload:
+            backed_off = controller.on_overload(started)
+            if result.retry_after:
+                self.gate.pause(min(result.retry_after, self.policy.retry_after_max_s))
+        elif result.generation is not None:
+            controller.on_success(latency)
+        if controller.current != before or backed_off:
+            self.progress.set_limit(self.job.endpoint.name, controller.current, backed_off)
+
+
+async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
+    job, policy = lane.job, lane.policy
     attempts = 0
     while True:
         attempts += 1
+        await lane.gate.acquire()
         started = time.monotonic()
-        result = await _attempt(session, job.client, unit)
+        try:
+            result = await _attempt(lane.session, job.client, unit)
+        finally:
+            lane.gate.release()
         latency = time.monotonic() - started
+        lane.feedback(result, started, latency)
         if result.generation is not None or not result.retryable or attempts >= policy.max_attempts:
             break
-        delay = policy.delay(attempts, result.retry_after, rng)
+        delay = policy.delay(attempts, result.retry_after, lane.rng)
         log.debug("%s %s: %s; retry %d in %.2fs", job.endpoint.name, unit.item.item_id, result.error, attempts, delay)
+        lane.progress.retried(job.endpoint.name)
         await asyncio.sleep(delay)
     error = result.error
     if error is not None and job.secret:
@@ -125,7 +162,7 @@ async def _execute(
         endpoint=job.endpoint,
         client=job.client,
         unit=unit,
-        key=record_key(job.endpoint.name, unit.task.name, unit.item.item_id, unit.sample_index, unit.request),
+        key=key,
         generation=result.generation,
         error=error,
         http_status=result.http_status,
@@ -143,29 +180,38 @@ def open_session(concurrency: int, timeouts: Timeouts, headers: dict[str, str]) 
 
 
 async def _run_job(
-    job: EndpointJob, concurrency: int, timeouts: Timeouts, policy: RetryPolicy, progress: ProgressReporter
+    job: EndpointJob, limits: Limits, timeouts: Timeouts, policy: RetryPolicy, progress: ProgressReporter
 ) -> None:
     name = job.endpoint.name
-    rng = random.Random()
-    pending: Iterator[Unit] = iter(job.units)
+    controller = AimdController(cap=limits.max_concurrency, adaptive=limits.adaptive)
+    gate = ConcurrencyGate(controller, TokenBucket(limits.rps) if limits.rps else None)
+    progress.set_limit(name, controller.current)
+    pending: Iterator[tuple[Unit, str]] = iter(job.units)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for unit in pending:  # one shared iterator: each unit is taken by exactly one worker
+    async def worker(lane: _Lane) -> None:
+        for unit, key in pending:  # one shared iterator: each unit is taken by exactly one worker
             progress.started(name)
-            record = await _execute(session, job, unit, policy, rng)
+            record = await _execute(lane, unit, key)
             job.writer.write(record)
-            progress.finished(name, ok=record.status == "ok", refused=bool(record.refusal))
+            progress.finished(
+                name, ok=record.status == "ok", refused=bool(record.refusal), tokens=record.completion_tokens or 0
+            )
 
-    async with open_session(concurrency, timeouts, job.client.headers()) as session:
-        await asyncio.gather(*(worker(session) for _ in range(min(concurrency, len(job.units)))))
+    async with open_session(limits.max_concurrency, timeouts, job.client.headers()) as session:
+        lane = _Lane(job, session, gate, policy, progress)
+        await asyncio.gather(*(worker(lane) for _ in range(min(limits.max_concurrency, len(job.units)))))
+    if controller.backoffs:
+        log.info(
+            "endpoint %s: backed off %d times, ending at %d in flight", name, controller.backoffs, controller.current
+        )
 
 
 async def run_jobs(
     jobs: Sequence[EndpointJob],
-    concurrency: int,
+    limits: Limits,
     timeouts: Timeouts,
     policy: RetryPolicy,
     progress: ProgressReporter,
 ) -> None:
     """Run every endpoint's pending units concurrently; records are written as requests finish."""
-    await asyncio.gather(*(_run_job(job, concurrency, timeouts, policy, progress) for job in jobs if job.units))
+    await asyncio.gather(*(_run_job(job, limits, timeouts, policy, progress) for job in jobs if job.units))

@@ -26,7 +26,11 @@ class EndpointProgress:
     ok: int = 0
     errors: int = 0
     refusals: int = 0
+    retries: int = 0
+    tokens: int = 0
     in_flight: int = 0
+    limit: int = 0
+    backoffs: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -39,10 +43,15 @@ class EndpointProgress:
         """Requests finished per second by this invocation."""
         return (self.done - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
 
+    @property
+    def token_rate(self) -> float:
+        """Generated tokens per second (as the servers report them) in this invocation."""
+        return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
+
     def line(self) -> str:
         return (
-            f"{self.name}: {self.done}/{self.total} done, {self.rate:.1f} req/s, {self.errors} errors, "
-            f"{self.in_flight} in flight"
+            f"{self.name}: {self.done}/{self.total} done, {self.rate:.1f} req/s, {self.token_rate:.0f} tok/s, "
+            f"{self.in_flight} in flight (limit {self.limit}), {self.retries} retries, {self.errors} errors"
         )
 
 
@@ -57,21 +66,26 @@ class ProgressReporter:
 
     def started(self, name: str) -> None:
         self.endpoints[name].in_flight += 1
-        self._refresh(name)
 
-    def finished(self, name: str, ok: bool, refused: bool) -> None:
+    def retried(self, name: str) -> None:
+        self.endpoints[name].retries += 1
+
+    def set_limit(self, name: str, limit: int, backed_off: bool = False) -> None:
+        """The endpoint's concurrency limit changed (the adaptive controller backed off or grew)."""
+        ep = self.endpoints[name]
+        ep.limit = limit
+        ep.backoffs += backed_off
+
+    def finished(self, name: str, ok: bool, refused: bool, tokens: int = 0) -> None:
         ep = self.endpoints[name]
         ep.in_flight -= 1
         ep.done += 1
+        ep.tokens += tokens
         ep.ok += ok
         ep.errors += not ok
         ep.refusals += refused
         if ep.done == ep.total:
             ep.finished = time.monotonic()
-        self._refresh(name)
-
-    def _refresh(self, name: str) -> None:
-        pass
 
     async def __aenter__(self) -> ProgressReporter:
         return self
@@ -82,36 +96,64 @@ class ProgressReporter:
 
 
 class BarReporter(ProgressReporter):
-    def __init__(self, console: Console) -> None:
+    """A live bar per endpoint. The counters are copied into the bars ``refresh_per_second`` times a second, not at
+    every request: at thousands of requests a second, per-request updates would cost more than the requests."""
+
+    def __init__(self, console: Console, refresh_per_second: float = 10.0) -> None:
         super().__init__()
+        self._period = 1.0 / refresh_per_second
+        self._ticker: asyncio.Task[None] | None = None
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>7.1f} req/s"),
+            TextColumn("{task.fields[tokens]:>7.0f} tok/s"),
+            TextColumn("{task.fields[in_flight]:>4}/{task.fields[limit]} in flight"),
+            TextColumn("{task.fields[retries]} retries"),
             TextColumn("{task.fields[errors]} errors"),
-            TextColumn("{task.fields[in_flight]} in flight"),
             TimeElapsedColumn(),
             console=console,
+            refresh_per_second=refresh_per_second,
         )
         self._ids: dict[str, TaskID] = {}
 
     def add(self, name: str, total: int, resumed: int) -> None:
         super().add(name, total, resumed)
-        self._ids[name] = self._progress.add_task(name, total=total, completed=resumed, rate=0.0, errors=0, in_flight=0)
+        self._ids[name] = self._progress.add_task(
+            name, total=total, completed=resumed, rate=0.0, tokens=0.0, in_flight=0, limit=0, retries=0, errors=0
+        )
 
     def _refresh(self, name: str) -> None:
         ep = self.endpoints[name]
         self._progress.update(
-            self._ids[name], completed=ep.done, rate=ep.rate, errors=ep.errors, in_flight=ep.in_flight
+            self._ids[name],
+            completed=ep.done,
+            rate=ep.rate,
+            tokens=ep.token_rate,
+            in_flight=ep.in_flight,
+            limit=ep.limit,
+            retries=ep.retries,
+            errors=ep.errors,
         )
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            for name in self.endpoints:
+                self._refresh(name)
 
     async def __aenter__(self) -> ProgressReporter:
         self._progress.start()
+        self._ticker = asyncio.create_task(self._tick())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await super().__aexit__(*exc)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         for name in self.endpoints:
             self._refresh(name)
         self._progress.stop()
