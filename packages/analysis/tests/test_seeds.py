@@ -118,3 +118,14 @@ def test_dt6_across_seeds_needs_every_seed() -> None:
     got = {r["perspective"]: r for r in summary.iter_rows(named=True)}
     assert got[AVG_DT6]["mean"] is None and got[AVG_DT6]["n_seeds"] == 2
     assert got["advglue"]["mean"] == pytest.approx(60.0) and got[AVG_PRESENT]["mean"] == pytest.approx(60.0)
+
+
+def test_mmlu_accuracy_is_its_own_row_and_not_a_trust_perspective(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path / "run",
+        {"dense": (manifest("dense"), {"advglue": 0.5, "ood": 0.7, "mmlu": 0.25})},
+    )
+    scores = with_aggregates(perspective_scores(load_runs([run])))
+    by = dict(zip(scores["perspective"], scores["score"], strict=True))
+    assert by["mmlu"] == pytest.approx(25.0)  # accuracy over its items, in %
+    assert by[AVG_PRESENT] == pytest.approx(60.0)  # mean of advglue and ood only

@@ -9,7 +9,8 @@ the configuration's seeds, combined in quadrature with the dense model's when th
 A configuration with a single seed has no measured spread: its flag is unknown (null, shown as ``?``), never true.
 
 Two aggregates are added as pseudo-perspectives, computed per checkpoint before averaging over seeds:
-``avg_present`` (mean of the perspective scores present) and ``avg_dt6`` (the DecodingTrust leaderboard's average
+``avg_present`` (mean of the DecodingTrust perspective scores present; MMLU and custom tasks stay their own
+rows) and ``avg_dt6`` (the DecodingTrust leaderboard's average
 over AdvGLUE++, OOD, AdvDemo, Privacy, Ethics and Fairness, excluding toxicity and stereotype; null unless all six
 have a score). Across seeds a perspective's mean leaves out seeds without a score (``n_seeds`` counts all of
 them); ``avg_dt6`` stays null unless every seed has it.
@@ -57,7 +58,7 @@ _SORT = ["base_model", "_dense_first", "method", "bits", "target_sparsity", "pat
 def with_aggregates(scores: pl.DataFrame) -> pl.DataFrame:
     """``scores`` plus two rows per (run, endpoint): ``avg_present`` and ``avg_dt6`` (see the module docstring)."""
     per_ckpt = scores.group_by("run", "endpoint", maintain_order=True).agg(
-        pl.col("score").drop_nulls().mean().alias(AVG_PRESENT),
+        pl.col("score").filter(pl.col("perspective").is_in(PERSPECTIVE_ORDER)).drop_nulls().mean().alias(AVG_PRESENT),
         pl.when(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).drop_nulls().len() == 6)
         .then(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).mean())
         .alias(AVG_DT6),
