@@ -83,7 +83,8 @@ def _groups(scores: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
 SEED_LEGEND = (
     "mean ± std over calibration seeds (sample std); Δ = change against the dense base model; "
     f"! = |Δ| > {FLAG_FACTOR:g} × seed spread, ? = one seed (spread unknown); "
-    "avg_present = mean of the perspectives present, avg_dt6 = DecodingTrust leaderboard mean of 6 perspectives"
+    "avg_present = mean of the DecodingTrust perspectives present, "
+    "avg_dt6 = DecodingTrust leaderboard mean of 6 perspectives"
 )
 
 
