@@ -8,9 +8,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import aiohttp
-from comptrust_core import Endpoint, EndpointError, RequestSpec
+from comptrust_core import Endpoint, EndpointError, GenerationParams, RequestSpec
 
-__all__ = ["Generation", "HttpCall", "ProtocolClient", "ProtocolError", "chat_body", "chat_choice", "get_json"]
+__all__ = [
+    "Generation",
+    "HttpCall",
+    "ProtocolClient",
+    "ProtocolError",
+    "chat_body",
+    "chat_choice",
+    "get_json",
+    "sampling_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -115,15 +124,23 @@ def chat_body(request: RequestSpec, model: str, top_k: bool) -> dict[str, Any]:
         "max_tokens": params.max_new_tokens,
         "temperature": params.temperature,
     }
-    if not params.greedy:
-        if params.top_p is not None and params.top_p < 1.0:
-            body["top_p"] = params.top_p
-        if top_k and params.top_k is not None:
-            body["top_k"] = params.top_k
-    if params.seed is not None:
-        body["seed"] = params.seed
-    if params.stop:
-        body["stop"] = list(params.stop)
+    body.update(sampling_fields(params, top_k=top_k))
     if params.logprobs:
         body["logprobs"] = True
     return body
+
+
+def sampling_fields(params: GenerationParams, *, top_k: bool) -> dict[str, Any]:
+    """``top_p`` and ``top_k`` (only when sampling), ``seed`` and ``stop``: spelled alike by TGI's /generate
+    parameters and OpenAI-style bodies. ``top_k`` only where the route takes it."""
+    fields: dict[str, Any] = {}
+    if not params.greedy:
+        if params.top_p is not None and params.top_p < 1.0:
+            fields["top_p"] = params.top_p
+        if top_k and params.top_k is not None:
+            fields["top_k"] = params.top_k
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    return fields

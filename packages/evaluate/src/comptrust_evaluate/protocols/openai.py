@@ -18,6 +18,7 @@ from comptrust_evaluate.protocols.base import (
     chat_body,
     chat_choice,
     get_json,
+    sampling_fields,
 )
 
 __all__ = ["OpenAIClient"]
@@ -61,15 +62,7 @@ class OpenAIClient(ProtocolClient):
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
         }
-        if not params.greedy:
-            if params.top_p is not None and params.top_p < 1.0:
-                body["top_p"] = params.top_p
-            if params.top_k is not None:
-                body["top_k"] = params.top_k
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.stop:
-            body["stop"] = list(params.stop)
+        body.update(sampling_fields(params, top_k=True))
         if params.logprobs:
             body["logprobs"] = 1
         return HttpCall("/v1/completions", body)

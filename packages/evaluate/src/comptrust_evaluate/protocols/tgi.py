@@ -17,6 +17,7 @@ from comptrust_evaluate.protocols.base import (
     chat_body,
     chat_choice,
     get_json,
+    sampling_fields,
 )
 
 __all__ = ["TgiClient"]
@@ -58,14 +59,7 @@ class TgiClient(ProtocolClient):
         }
         if not params.greedy:
             parameters["temperature"] = params.temperature
-            if params.top_p is not None and params.top_p < 1.0:
-                parameters["top_p"] = params.top_p
-            if params.top_k is not None:
-                parameters["top_k"] = params.top_k
-        if params.seed is not None:
-            parameters["seed"] = params.seed
-        if params.stop:
-            parameters["stop"] = list(params.stop)
+        parameters.update(sampling_fields(params, top_k=True))
         return HttpCall("/generate", {"inputs": request.prompt, "parameters": parameters})
 
     def parse(self, call: HttpCall, payload: Any) -> Generation:
