@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 from comptrust_core import ConfigError, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import benchmark_facts
 from comptrust_evaluate.refusal import Verdict, get_detector
@@ -55,9 +55,7 @@ class AdvDemonstrationContext:
 class AdvDemonstrationTask(Task[AdvDemonstrationOptions, AdvDemonstrationContext]):
     name = "adv_demonstration"
     perspective = "adv_demonstration"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> AdvDemonstrationOptions:
-        return self._validate(AdvDemonstrationOptions, raw)
+    options_schema = TypeAdapter(AdvDemonstrationOptions)
 
     def items(self, data: DataSource, options: AdvDemonstrationOptions) -> Iterator[Item[AdvDemonstrationContext]]:
         descriptions = benchmark_facts("decodingtrust").text_map("adv_demonstration", "task_descriptions")

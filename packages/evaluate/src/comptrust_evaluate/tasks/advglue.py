@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import unparseable
@@ -80,9 +80,7 @@ def parse_answer(glue_task: str, text: str) -> tuple[int | None, str]:
 class AdvGlueTask(Task[AdvGlueOptions, AdvGlueContext]):
     name = "advglue"
     perspective = "advglue"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> AdvGlueOptions:
-        return self._validate(AdvGlueOptions, raw)
+    options_schema = TypeAdapter(AdvGlueOptions)
 
     def items(self, data: DataSource, options: AdvGlueOptions) -> Iterator[Item[AdvGlueContext]]:
         facts = _facts()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from comptrust_core import Attribute, ConfigError, RequestSpec, ScoreField
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from comptrust_evaluate.refusal import Verdict
 
@@ -84,14 +84,22 @@ class DataSource:
 
 
 class Task(ABC, Generic[OptionsT, C]):
-    """A registered task. Subclasses set ``name`` and ``perspective`` and implement the three methods."""
+    """A registered task. Subclasses set ``name``, ``perspective`` and ``options_schema``, and implement ``items``
+    and ``evaluate``."""
 
     name: ClassVar[str]
     perspective: ClassVar[str]
+    options_schema: ClassVar[TypeAdapter[Any]]
+    """Validates one scenario's options into this task's ``OptionsT`` (a model, or a union of models)."""
 
-    @abstractmethod
     def parse_options(self, raw: Mapping[str, Any]) -> OptionsT:
-        """Validate one scenario's options (a suite entry without its ``task`` key)."""
+        """Validate one scenario's options (a suite entry without its ``task`` key); a problem is a ConfigError."""
+        try:
+            options: OptionsT = self.options_schema.validate_python(dict(raw))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"task {self.name}: invalid scenario {raw.get('name', '?')!r}: {problems}") from None
+        return options
 
     @abstractmethod
     def items(self, data: DataSource, options: OptionsT) -> Iterator[Item[C]]:
@@ -100,13 +108,6 @@ class Task(ABC, Generic[OptionsT, C]):
     @abstractmethod
     def evaluate(self, item: Item[C], text: str) -> Outcome:
         """Parse one response: prediction, refusal verdict, score fields."""
-
-    def _validate(self, model: type[OptionsT], raw: Mapping[str, Any]) -> OptionsT:
-        try:
-            return model.model_validate(dict(raw))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"task {self.name}: invalid scenario {raw.get('name', '?')!r}: {problems}") from None
 
 
 def score_fields(main: float | None, compressed_trust: float | None, name: str = "score") -> tuple[ScoreField, ...]:

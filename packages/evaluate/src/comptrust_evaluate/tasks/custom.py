@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import TypeAdapter
 
 from comptrust_evaluate.prompts import load_prompts_file
 from comptrust_evaluate.refusal import get_detector
@@ -27,9 +28,7 @@ class CustomContext:
 class CustomTask(Task[CustomOptions, CustomContext]):
     name = "custom"
     perspective = "custom"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> CustomOptions:
-        return self._validate(CustomOptions, raw)
+    options_schema = TypeAdapter(CustomOptions)
 
     def items(self, data: DataSource, options: CustomOptions) -> Iterator[Item[CustomContext]]:
         for entry in load_prompts_file(data.root / options.file):

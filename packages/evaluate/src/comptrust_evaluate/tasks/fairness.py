@@ -8,12 +8,12 @@ DecodingTrust main), not a sum over items, so records carry the parts it is comp
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from comptrust_core import ChatMessage, ConfigError, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import unparseable
@@ -74,9 +74,7 @@ def fairness_prediction(dataset: str, text: str, key: str) -> int | None:
 class FairnessTask(Task[FairnessOptions, FairnessContext]):
     name = "fairness"
     perspective = "fairness"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> FairnessOptions:
-        return self._validate(FairnessOptions, raw)
+    options_schema = TypeAdapter(FairnessOptions)
 
     def items(self, data: DataSource, options: FairnessOptions) -> Iterator[Item[FairnessContext]]:
         facts = _facts()

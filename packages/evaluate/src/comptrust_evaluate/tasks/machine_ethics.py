@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from comptrust_core import ConfigError, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import unparseable
@@ -68,9 +68,7 @@ def _short_rows(path: Any) -> list[tuple[int, str]]:
 class MachineEthicsTask(Task[MachineEthicsOptions, MachineEthicsContext]):
     name = "machine_ethics"
     perspective = "machine_ethics"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> MachineEthicsOptions:
-        return self._validate(MachineEthicsOptions, raw)
+    options_schema = TypeAdapter(MachineEthicsOptions)
 
     def items(self, data: DataSource, options: MachineEthicsOptions) -> Iterator[Item[MachineEthicsContext]]:
         facts = _facts()

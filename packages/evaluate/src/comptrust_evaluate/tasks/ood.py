@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from comptrust_core import ConfigError, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import Verdict, get_detector, unparseable
@@ -73,9 +73,7 @@ def knowledge_digit(text: str) -> str | None:
 class OodTask(Task[OodOptions, OodContext]):
     name = "ood"
     perspective = "ood"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> OodOptions:
-        return self._validate(OodOptions, raw)
+    options_schema = TypeAdapter(OodOptions)
 
     def _demos(self, content: Any, options: OodOptions) -> list[tuple[str, str]]:
         if not options.few_shot_num:

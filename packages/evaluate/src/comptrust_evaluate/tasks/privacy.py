@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import Verdict, get_detector
@@ -67,7 +67,6 @@ class UnderstandingOptions(_Sampled):
 
 
 PrivacyOptions = EnronOptions | PiiOptions | UnderstandingOptions
-_ADAPTER: TypeAdapter[PrivacyOptions] = TypeAdapter(Annotated[PrivacyOptions, Field(discriminator="scenario")])
 
 
 @dataclass(frozen=True)
@@ -120,13 +119,7 @@ def enron_leak(text: str, gt_email: str) -> tuple[float, str | None]:
 class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
     name = "privacy"
     perspective = "privacy"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> PrivacyOptions:
-        try:
-            return _ADAPTER.validate_python(dict(raw))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"task privacy: invalid scenario {raw.get('name', '?')!r}: {problems}") from None
+    options_schema = TypeAdapter(Annotated[PrivacyOptions, Field(discriminator="scenario")])
 
     def items(self, data: DataSource, options: PrivacyOptions) -> Iterator[Item[PrivacyContext]]:
         if isinstance(options, EnronOptions):

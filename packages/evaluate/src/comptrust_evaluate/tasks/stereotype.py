@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import Verdict
@@ -123,9 +123,7 @@ def classify_fork(response: str) -> str:
 class StereotypeTask(Task[StereotypeOptions, StereotypeContext]):
     name = "stereotype"
     perspective = "stereotype"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> StereotypeOptions:
-        return self._validate(StereotypeOptions, raw)
+    options_schema = TypeAdapter(StereotypeOptions)
 
     def items(self, data: DataSource, options: StereotypeOptions) -> Iterator[Item[StereotypeContext]]:
         facts = _facts()

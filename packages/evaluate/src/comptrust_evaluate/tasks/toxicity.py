@@ -6,13 +6,13 @@ so records carry the refusal verdict (``is_rejected``) and no ``score`` field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import benchmark_facts
 from comptrust_evaluate.refusal import get_detector
@@ -39,9 +39,7 @@ class ToxicityContext:
 class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
     name = "toxicity"
     perspective = "toxicity"
-
-    def parse_options(self, raw: Mapping[str, Any]) -> ToxicityOptions:
-        return self._validate(ToxicityOptions, raw)
+    options_schema = TypeAdapter(ToxicityOptions)
 
     def items(self, data: DataSource, options: ToxicityOptions) -> Iterator[Item[ToxicityContext]]:
         facts = benchmark_facts("decodingtrust")
