@@ -33,8 +33,9 @@ def manifest(
     pattern: str | None = None,
     seed: int | None = None,
     base: str = "tiny",
+    name: str | None = None,
 ) -> Manifest:
-    name = "-".join(str(x) for x in (base, method, bits, group_size, sparsity, pattern, seed) if x is not None)
+    name = name or "-".join(str(x) for x in (base, method, bits, group_size, sparsity, pattern, seed) if x is not None)
     return Manifest.model_validate(
         {
             "name": name,
@@ -54,10 +55,19 @@ def manifest(
 
 
 def record(
-    endpoint: str, perspective: str, i: int, value: float | None, *, variant: str | None = None, text: str = "answer"
+    endpoint: str,
+    perspective: str,
+    i: int,
+    value: float | None,
+    *,
+    variant: str | None = None,
+    text: str = "answer",
+    ok: bool = True,
+    refusal: bool | None = None,
 ) -> Record:
+    """Item ``i``'s record; ``refusal`` defaults to "item 0 refused"; an error record (``ok=False``) has no scores."""
     req = RequestSpec(prompt=f"{perspective} prompt {i}")
-    scores = [] if value is None else [ScoreField(name="score", value=value, variant=variant)]
+    scores = [] if value is None or not ok else [ScoreField(name="score", value=value, variant=variant)]
     return Record(
         key=record_key(endpoint, perspective, str(i), 0, req),
         endpoint=endpoint,
@@ -68,12 +78,13 @@ def record(
         request=req,
         protocol="tgi",
         template="none",
-        status="ok",
-        text=text,
+        status="ok" if ok else "error",
+        error=None if ok else "HTTP 500",
+        text=text if ok else None,
         latency_s=0.1,
         attempts=1,
         finished_at=f"2026-01-01T00:00:{i:02d}Z",
-        refusal=i == 0,
+        refusal=(i == 0 if refusal is None else refusal) if ok else None,
         scores=scores,
     )
 
