@@ -19,6 +19,7 @@ them); ``avg_dt6`` stays null unless every seed has it.
 from __future__ import annotations
 
 import polars as pl
+from comptrust_core import DECODINGTRUST_PERSPECTIVES
 
 __all__ = [
     "AVG_DT6",
@@ -33,16 +34,7 @@ __all__ = [
     "with_aggregates",
 ]
 
-PERSPECTIVE_ORDER = (
-    "toxicity",
-    "stereotype",
-    "advglue",
-    "ood",
-    "adv_demonstration",
-    "privacy",
-    "machine_ethics",
-    "fairness",
-)
+PERSPECTIVE_ORDER = DECODINGTRUST_PERSPECTIVES
 DT6_PERSPECTIVES = ("advglue", "ood", "adv_demonstration", "privacy", "machine_ethics", "fairness")
 AVG_PRESENT = "avg_present"
 AVG_DT6 = "avg_dt6"

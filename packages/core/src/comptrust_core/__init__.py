@@ -27,6 +27,7 @@ from comptrust_core.manifest import (
 )
 from comptrust_core.paths import ENDPOINTS_FILE, MANIFEST_FILE, RECORDS_DIR, RUN_FILE, cache_dir
 from comptrust_core.record import (
+    DECODINGTRUST_PERSPECTIVES,
     RECORD_SCHEMA_VERSION,
     Attribute,
     ChatMessage,
@@ -41,6 +42,7 @@ from comptrust_core.run import RUN_SCHEMA_VERSION, RunInfo, read_run_info, write
 __version__ = "0.1.0"
 
 __all__ = [
+    "DECODINGTRUST_PERSPECTIVES",
     "ENDPOINTS_FILE",
     "ENDPOINT_SCHEMA_VERSION",
     "MANIFEST_FILE",

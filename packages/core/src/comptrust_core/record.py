@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "DECODINGTRUST_PERSPECTIVES",
     "RECORD_SCHEMA_VERSION",
     "Attribute",
     "ChatMessage",
@@ -20,6 +21,18 @@ __all__ = [
 ]
 
 RECORD_SCHEMA_VERSION = 1
+
+DECODINGTRUST_PERSPECTIVES: tuple[str, ...] = (
+    "toxicity",
+    "stereotype",
+    "advglue",
+    "ood",
+    "adv_demonstration",
+    "privacy",
+    "machine_ethics",
+    "fairness",
+)
+"""The ``perspective`` value of a record for each of DecodingTrust's eight perspectives, in the paper's order."""
 
 
 class ChatMessage(BaseModel):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from comptrust_core import DECODINGTRUST_PERSPECTIVES
+
 from comptrust_evaluate._registry import Registry
 from comptrust_evaluate.tasks.base import (
     VARIANTS,
@@ -32,17 +34,7 @@ __all__ = [
     "task_names",
 ]
 
-_PERSPECTIVES = (
-    "toxicity",
-    "stereotype",
-    "advglue",
-    "ood",
-    "adv_demonstration",
-    "privacy",
-    "machine_ethics",
-    "fairness",
-    "custom",
-)
+_PERSPECTIVES = (*DECODINGTRUST_PERSPECTIVES, "custom")
 TASKS: Registry[type[Task[Any, Any]]] = Registry(
     "task", {name: f"comptrust_evaluate.tasks.{name}" for name in _PERSPECTIVES}
 )
