@@ -95,14 +95,48 @@ class ProgressReporter:
             ep.finished = ep.finished or time.monotonic()
 
 
-class BarReporter(ProgressReporter):
+class _PeriodicReporter(ProgressReporter):
+    """A reporter that does ``_on_tick`` every ``period`` seconds while requests run, in one background task."""
+
+    def __init__(self, period: float) -> None:
+        super().__init__()
+        self._period = period
+        self._ticker: asyncio.Task[None] | None = None
+
+    def _on_tick(self) -> None:
+        raise NotImplementedError
+
+    def _on_start(self) -> None:
+        """Called as the run starts, before the first tick."""
+
+    def _on_stop(self) -> None:
+        """Called once the run is over and the ticker has stopped."""
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            self._on_tick()
+
+    async def __aenter__(self) -> ProgressReporter:
+        self._on_start()
+        self._ticker = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self._on_stop()
+
+
+class BarReporter(_PeriodicReporter):
     """A live bar per endpoint. The counters are copied into the bars ``refresh_per_second`` times a second, not at
     every request: at thousands of requests a second, per-request updates would cost more than the requests."""
 
     def __init__(self, console: Console, refresh_per_second: float = 10.0) -> None:
-        super().__init__()
-        self._period = 1.0 / refresh_per_second
-        self._ticker: asyncio.Task[None] | None = None
+        super().__init__(1.0 / refresh_per_second)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -137,53 +171,26 @@ class BarReporter(ProgressReporter):
             errors=ep.errors,
         )
 
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self._period)
-            for name in self.endpoints:
-                self._refresh(name)
+    def _on_tick(self) -> None:
+        for name in self.endpoints:
+            self._refresh(name)
 
-    async def __aenter__(self) -> ProgressReporter:
+    def _on_start(self) -> None:
         self._progress.start()
-        self._ticker = asyncio.create_task(self._tick())
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+    def _on_stop(self) -> None:
         for name in self.endpoints:
             self._refresh(name)
         self._progress.stop()
 
 
-class LogReporter(ProgressReporter):
+class LogReporter(_PeriodicReporter):
     """One log line per endpoint every ``interval`` seconds while requests run."""
 
-    def __init__(self, interval: float) -> None:
-        super().__init__()
-        self._interval = interval
-        self._ticker: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            for ep in self.endpoints.values():
-                if ep.finished is None:
-                    log.info("%s", ep.line())
-
-    async def __aenter__(self) -> ProgressReporter:
-        self._ticker = asyncio.create_task(self._tick())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+    def _on_tick(self) -> None:
+        for ep in self.endpoints.values():
+            if ep.finished is None:
+                log.info("%s", ep.line())
 
 
 def make_reporter(mode: str, interval: float) -> ProgressReporter:
