@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx2
+import httpx
 import huggingface_hub
 import pytest
 from comptrust_compress import ALIASES, GgufAlias, check_model_source, resolve_model
@@ -84,8 +84,8 @@ def test_hub_repo_without_safetensors(tmp_path: Path, monkeypatch: pytest.Monkey
         resolve_model("owner/bin-repo")
 
 
-def _response(status: int) -> httpx2.Response:
-    return httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/owner/x"))
+def _response(status: int) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("GET", "https://huggingface.co/api/models/owner/x"))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from comptrust_core import ModelNotFoundError, cache_dir
 
@@ -92,6 +93,7 @@ def _convert(alias: GgufAlias, gguf: Path, gguf_sha256: str, out: Path) -> None:
     from comptrust_compress.hf import save_hf_folder
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _set_special_tokens(tokenizer, gguf)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config_dict = {k: v for k, v in loaded.config.to_dict().items() if k not in _DROP_CONFIG_KEYS}
     config = AutoConfig.for_model(**config_dict)
@@ -113,6 +115,26 @@ def _convert(alias: GgufAlias, gguf: Path, gguf_sha256: str, out: Path) -> None:
         "note": "converted by comptrust-compress: GGUF de-quantized by transformers, stored as bfloat16 safetensors",
     }
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+
+
+_SPECIAL_TOKEN_KEYS = {"bos": "bos_token", "eos": "eos_token", "unknown": "unk_token", "padding": "pad_token"}
+
+
+def _set_special_tokens(tokenizer: Any, gguf: Path) -> None:
+    """Name the special tokens by the ids the GGUF's own metadata gives (``tokenizer.ggml.<kind>_token_id``).
+
+    Some transformers releases (5.17 among them) guess them wrong when building a tokenizer from a GGUF (SmolLM2's
+    eos came out as ``<|im_start|>``), which breaks generation's stop condition and the chat template's turns.
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    for kind, attribute in _SPECIAL_TOKEN_KEYS.items():
+        field = fields.get(f"tokenizer.ggml.{kind}_token_id")
+        if field is None or not field.data:
+            continue
+        token_id = int(field.parts[field.data[0]][0])
+        setattr(tokenizer, attribute, tokenizer.convert_ids_to_tokens(token_id))
 
 
 def _tidy_tokenizer_config(path: Path, max_length: object) -> None:

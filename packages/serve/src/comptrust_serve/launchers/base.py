@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from comptrust_core import EndpointError
 from comptrust_core.endpoint import Endpoint
@@ -28,6 +28,12 @@ class LaunchOptions:
     ``api_key_env`` names the environment variable holding the bearer token the server will require; the key itself
     never passes through here. ``extra_args`` go to the server's command line as they are; ``env`` is added to the
     server's environment.
+
+    The engine fields matter to the launchers that run a real inference server (docker, process): ``engine`` picks
+    TGI or vLLM, ``image`` overrides the engine's default container image, ``gpus`` are the device indices this
+    server gets (empty: none, or the engine's default), ``num_shard`` splits the model over that many GPUs,
+    ``quantize`` overrides the ``--quantize`` value the checkpoint's manifest asks for, ``max_input_tokens`` and
+    ``max_total_tokens`` bound request sizes, and ``shm_size`` sizes a container's /dev/shm.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +50,13 @@ class LaunchOptions:
     log_dir: Path | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    engine: Literal["tgi", "vllm"] = "tgi"
+    image: str | None = None
+    gpus: tuple[int, ...] = ()
+    num_shard: int | None = None
+    quantize: str | None = None
+    max_input_tokens: int | None = None
+    shm_size: str = "1g"
 
 
 class ServerHandle(abc.ABC):
