@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from comptrust_core import ConfigError, EndpointError, RunInfo, record_key
 from comptrust_evaluate._version import __version__
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, Timeouts
 from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
-from comptrust_evaluate.plan import Plan, build_plan, load_suite, prompts_suite
+from comptrust_evaluate.plan import Plan, Unit, build_plan, load_suite, prompts_suite
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
 from comptrust_evaluate.store import compact_endpoint, get_store, open_run_dir
@@ -61,11 +62,47 @@ class RunSummary:
 
 
 def make_plan(config: EvaluateConfig) -> Plan:
-    """The requests ``config`` asks for (without touching any endpoint)."""
+    """The requests ``config`` asks for (without touching any endpoint); its data files are checked (and fetched
+    from Hugging Face if the suite reads DecodingTrust's data and no --data-dir is given), its units stay lazy."""
     if config.prompts is not None:
-        return build_plan(prompts_suite(config.prompts), config.limit, description=f"prompts {config.prompts.name}")
-    assert config.suite is not None
-    return build_plan(load_suite(config.suite, config.data_dir), config.limit)
+        suite = prompts_suite(config.prompts)
+        description: str | None = f"prompts {config.prompts.name}"
+    else:
+        assert config.suite is not None
+        suite, description = load_suite(config.suite, config.data_dir), None
+    return build_plan(
+        suite,
+        config.limit,
+        description,
+        tasks=config.tasks or None,
+        sample=config.sample,
+        seed=config.sample_seed,
+        dt_compat=config.dt_compat,
+    )
+
+
+@dataclass
+class _Pending:
+    """One endpoint's requests not yet in its records, enumerated lazily from the plan (never a list)."""
+
+    plan: Plan
+    endpoint: str
+    done: Collection[str]
+    count: int = 0
+
+    def keyed(self) -> Iterator[tuple[Unit, str]]:
+        for u in self.plan.units:
+            yield u, record_key(self.endpoint, u.task.name, u.item.item_id, u.sample_index, u.request)
+
+    def __iter__(self) -> Iterator[tuple[Unit, str]]:
+        return ((u, k) for u, k in self.keyed() if k not in self.done)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def counted(self) -> _Pending:
+        self.count = sum(1 for _, k in self.keyed() if k not in self.done)
+        return self
 
 
 def _api_key(spec: EndpointSpec) -> str | None:
@@ -95,6 +132,10 @@ async def _connect(spec: EndpointSpec, key: str | None) -> ProtocolClient:
 
 async def evaluate_async(config: EvaluateConfig) -> RunSummary:
     plan = make_plan(config)
+    total = plan.total
+    if not total:
+        raise ConfigError(f"{plan.description} asks for no requests")
+    log.info("%s: %d requests per endpoint; prompts: %s", plan.description, total, plan.prompt_format)
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
     names = [c.endpoint.name for c in clients]
@@ -117,11 +158,10 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
         for client, key in zip(clients, keys, strict=True):
             name = client.endpoint.name
             done = store.load(config.out, name, drop_errors=config.retry_errors)
-            keyed = ((u, record_key(name, u.task.name, u.item.item_id, u.sample_index, u.request)) for u in plan.units)
-            pending = [(u, k) for u, k in keyed if k not in done]
-            finished = len(plan.units) - len(pending)
-            log.info("endpoint %s: %d requests planned, %d already done", name, len(plan.units), finished)
-            reporter.add(name, len(plan.units), finished)
+            pending = _Pending(plan, name, done).counted()
+            finished = total - len(pending)
+            log.info("endpoint %s: %d requests planned, %d already done", name, total, finished)
+            reporter.add(name, total, finished)
             jobs.append(EndpointJob(client.endpoint, client, pending, store.writer(config.out, name), secret=key))
         async with reporter:
             await run_jobs(jobs, config.limits, config.timeouts, config.retry, reporter)

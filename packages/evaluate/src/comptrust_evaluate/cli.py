@@ -35,9 +35,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name for OpenAI-style APIs (default: the one the server lists)")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (never the key)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--suite", help="a packaged suite (quick) or a suite .toml file")
+    what.add_argument(
+        "--suite",
+        help="a packaged suite (quick: our own items; decodingtrust: the full reference configs) or a suite .toml",
+    )
     what.add_argument("--prompts", type=Path, metavar="FILE", help="your own prompts, one JSON object per line")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="a DecodingTrust-style data/ folder for the suite")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="a DecodingTrust checkout's data/ folder (default for --suite decodingtrust: the Hugging Face dataset "
+        "AI-Secure/DecodingTrust, downloaded once into the HF cache)",
+    )
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="NAME",
+        help="run only this task of the suite (repeatable), e.g. --task toxicity --task fairness",
+    )
+    p.add_argument(
+        "--dt-compat",
+        action="store_true",
+        help="send DecodingTrust's Llama-2 prompt strings (quirks included) as raw prompts instead of chat messages "
+        "through the server's template: numbers comparable with the papers' Llama-2 runs",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory (resumed if same)")
     p.add_argument(
         "--max-concurrency",
@@ -59,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
         help="fold the records into Parquet at the end (needs comptrust-evaluate[parquet]; also: evaluate compact DIR)",
     )
     p.add_argument("--limit", type=int, metavar="N", help="at most N items per scenario")
+    p.add_argument(
+        "--sample",
+        type=float,
+        metavar="FRACTION",
+        help="a deterministic random FRACTION of each scenario's items (the same ones for the same --seed)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
     p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per request (default 5)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request time limit, seconds")
     p.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
@@ -113,6 +141,10 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         retry_errors=args.retry_errors,
         compact=args.compact,
         limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
+        tasks=tuple(args.task or ()),
+        dt_compat=args.dt_compat,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         timeouts=Timeouts(total_s=args.timeout, read_s=min(args.timeout, Timeouts().read_s)),
         progress=args.progress,

@@ -121,6 +121,10 @@ class EvaluateConfig:
     retry_errors: bool = False
     compact: bool = False  # fold the records into Parquet at the end of the run
     limit: int | None = None
+    sample: float | None = None  # a deterministic fraction of each scenario's items (by sample_seed)
+    sample_seed: int = 0
+    tasks: tuple[str, ...] = ()  # only these tasks of the suite (all if empty)
+    dt_compat: bool = False  # send DecodingTrust's Llama-2 prompt strings as raw prompts
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     progress: Literal["auto", "bar", "log", "off"] = "auto"
@@ -135,6 +139,10 @@ class EvaluateConfig:
             raise ConfigError("--max-concurrency must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be at least 1")
+        if self.sample is not None and not 0.0 < self.sample <= 1.0:
+            raise ConfigError(f"--sample must be a fraction in (0, 1], got {self.sample}")
+        if self.tasks and self.prompts is not None:
+            raise ConfigError("--task picks tasks of a --suite; a --prompts file runs as it is")
         Limits(self.max_concurrency, self.adaptive_concurrency, self.rps)  # validates them
 
     @property

@@ -19,7 +19,7 @@ from comptrust_core import Endpoint, Record
 
 from comptrust_evaluate.concurrency import AimdController, ConcurrencyGate, TokenBucket
 from comptrust_evaluate.config import Limits, RetryPolicy, Timeouts
-from comptrust_evaluate.plan import Unit
+from comptrust_evaluate.plan import Unit, WorkItems
 from comptrust_evaluate.progress import ProgressReporter
 from comptrust_evaluate.protocols import Generation, ProtocolClient, ProtocolError
 from comptrust_evaluate.record_builder import build_record
@@ -37,7 +37,7 @@ _OVERLOAD_STATUS = frozenset({429, 503})
 class EndpointJob:
     endpoint: Endpoint
     client: ProtocolClient
-    units: Sequence[tuple[Unit, str]]  # each pending request with its record key
+    units: WorkItems  # each pending request with its record key (iterable, with its count)
     writer: RecordWriter
     secret: str | None = field(default=None, repr=False)  # redacted from error text, should a server echo it
 

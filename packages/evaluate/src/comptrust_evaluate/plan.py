@@ -1,4 +1,9 @@
-"""What a run asks for: suites (scenarios of tasks over a data folder), expanded into one unit per request."""
+"""What a run asks for: suites (scenarios of tasks over a data folder), expanded lazily into one unit per request.
+
+A plan never holds its units: :attr:`Plan.units` enumerates them afresh from the data files on each pass, so the
+full DecodingTrust configuration (about a million requests per model) costs the memory of one scenario's file, not
+of a million requests. The total is counted by one streaming pass too.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,38 @@ import hashlib
 import itertools
 import json
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from comptrust_core import ConfigError, RequestSpec, record_key
 
-from comptrust_evaluate.tasks import DataSource, Item, Task, derive_seed, get_task
+from comptrust_evaluate.data_files import resolve_data
+from comptrust_evaluate.dt_compat import to_llama2_request
+from comptrust_evaluate.tasks import DataSource, Item, ScenarioOptions, Task, derive_seed, get_task, task_names
 
-__all__ = ["Plan", "Scenario", "Suite", "Unit", "build_plan", "load_suite", "prompts_suite", "suite_names"]
+__all__ = [
+    "HF_DATA",
+    "Plan",
+    "Scenario",
+    "Selection",
+    "Suite",
+    "Unit",
+    "Units",
+    "WorkItems",
+    "build_plan",
+    "load_suite",
+    "parse_scenarios",
+    "prompts_suite",
+    "sampled",
+    "suite_names",
+]
+
+HF_DATA = "hf:AI-Secure/DecodingTrust"
+"""A suite's ``data`` value meaning: DecodingTrust's data, from ``--data-dir`` or the Hugging Face dataset."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +55,7 @@ class Scenario:
 class Suite:
     name: str
     description: str
-    data_root: Path
+    data_root: Path | None  # None: the suite reads DecodingTrust's data (--data-dir, or the HF dataset)
     scenarios: tuple[Scenario, ...]
 
 
@@ -47,21 +73,118 @@ class Unit:
         return record_key("", self.task.name, self.item.item_id, self.sample_index, self.request)
 
 
+class WorkItems(Protocol):
+    """What the engine takes per endpoint: pending (unit, record key) pairs, iterable, with their count."""
+
+    def __iter__(self) -> Iterator[tuple[Unit, str]]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How much of each scenario to run: a deterministic ``sample`` fraction of its items (by ``seed``), then at most
+    ``limit`` of those."""
+
+    limit: int | None = None
+    sample: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+        if self.sample is not None and not 0.0 < self.sample <= 1.0:
+            raise ConfigError(f"--sample must be a fraction in (0, 1], got {self.sample}")
+
+    def describe(self) -> str:
+        parts = []
+        if self.sample is not None:
+            parts.append(f"sample {self.sample:g} seed {self.seed}")
+        if self.limit is not None:
+            parts.append(f"limit {self.limit}")
+        return ", ".join(parts)
+
+
+def sampled(seed: int, task: str, item_id: str, fraction: float) -> bool:
+    """Whether an item is in the ``fraction`` sample drawn with ``seed``: a hash of the three, so the same items are
+    chosen in every process and every rerun, whatever the order of enumeration."""
+    digest = hashlib.sha256(f"{seed}\x00{task}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
+def _with_seed(task: str, item: Item[Any], sample_index: int) -> RequestSpec:
+    params = item.request.params
+    seed = params.seed + sample_index if params.seed is not None else derive_seed(task, item.item_id, sample_index)
+    return item.request.model_copy(update={"params": params.model_copy(update={"seed": seed})})
+
+
+@dataclass(frozen=True)
+class Units:
+    """The plan's units, enumerated afresh on every iteration; ``len`` counts them by one streaming pass (cached)."""
+
+    plan: Plan
+
+    def __iter__(self) -> Iterator[Unit]:
+        return self.plan.iter_units()
+
+    def __len__(self) -> int:
+        return self.plan.total
+
+
 @dataclass(frozen=True)
 class Plan:
     description: str
-    units: tuple[Unit, ...]
+    data: DataSource
+    scenarios: tuple[tuple[Task[Any, Any], ScenarioOptions], ...]
+    selection: Selection = Selection()
+    dt_compat: bool = False
 
     @property
     def tasks(self) -> list[str]:
-        return sorted({u.task.name for u in self.units})
+        return sorted({t.name for t, _ in self.scenarios})
+
+    @property
+    def prompt_format(self) -> str:
+        """How requests are sent: chat messages through the server's template, or DecodingTrust's Llama-2 strings."""
+        return "dt-compat (DecodingTrust's Llama-2 prompt strings, raw)" if self.dt_compat else "chat (server template)"
+
+    def iter_items(self) -> Iterator[tuple[Task[Any, Any], Item[Any]]]:
+        """Every selected item of every scenario, in suite and file order."""
+        sel = self.selection
+        for task, options in self.scenarios:
+            items: Iterator[Item[Any]] = task.items(self.data, options)
+            if sel.sample is not None:
+                fraction = sel.sample
+                items = (i for i in items if sampled(sel.seed, task.name, i.item_id, fraction))
+            caps = [c for c in (sel.limit, options.limit) if c is not None]
+            if caps:
+                items = itertools.islice(items, min(caps))
+            for item in items:
+                yield task, replace(item, request=to_llama2_request(item.request)) if self.dt_compat else item
+
+    def iter_units(self) -> Iterator[Unit]:
+        for task, item in self.iter_items():
+            for sample in range(item.n):
+                yield Unit(task=task, item=item, sample_index=sample, request=_with_seed(task.name, item, sample))
+
+    @property
+    def units(self) -> Units:
+        return Units(self)
+
+    @cached_property
+    def total(self) -> int:
+        """How many requests the plan asks for, counted without building them (items times their ``n``)."""
+        return sum(item.n for _, item in self.iter_items())
 
     def plan_hash(self, endpoint_names: list[str]) -> str:
-        """Equal for the same endpoints asked the same requests, whatever the order or the servers' URLs."""
+        """Equal for the same endpoints asked the same requests, whatever the order or the servers' URLs (a sum of
+        the units' fingerprints, so it streams)."""
+        total = 0
+        for unit in self.iter_units():
+            total = (total + int(unit.fingerprint, 16)) % 2**128
         digest = hashlib.sha256()
         digest.update(json.dumps(sorted(endpoint_names)).encode())
-        for fingerprint in sorted(u.fingerprint for u in self.units):
-            digest.update(fingerprint.encode())
+        digest.update(f"{total:032x}".encode())
         return "sha256:" + digest.hexdigest()
 
 
@@ -74,7 +197,9 @@ def suite_names() -> list[str]:
 
 
 def load_suite(name: str, data_dir: Path | None = None) -> Suite:
-    """A packaged suite by name (e.g. ``quick``) or a suite TOML file; ``data_dir`` replaces its data folder."""
+    """A packaged suite by name (``quick``, ``decodingtrust``) or a suite TOML file; ``data_dir`` replaces its data
+    folder. A suite whose ``data`` is ``"hf:AI-Secure/DecodingTrust"`` has no folder of its own (``data_root`` None
+    unless ``data_dir`` is given)."""
     path = Path(name)
     if not (name.endswith(".toml") or path.is_file()):
         path = _packaged_suites() / f"{name}.toml"
@@ -96,7 +221,14 @@ def load_suite(name: str, data_dir: Path | None = None) -> Suite:
         scenarios.append(Scenario(task=entry["task"], options=options))
     if not scenarios:
         raise ConfigError(f"suite {path} has no [[scenario]] entries")
-    root = data_dir if data_dir is not None else (path.parent / str(doc.get("data", "."))).resolve()
+    data = str(doc.get("data", "."))
+    root: Path | None
+    if data_dir is not None:
+        root = data_dir
+    elif data == HF_DATA:
+        root = None
+    else:
+        root = (path.parent / data).resolve()
     return Suite(
         name=path.stem if name.endswith(".toml") else name,
         description=str(doc.get("description", "")),
@@ -112,30 +244,65 @@ def prompts_suite(prompts: Path) -> Suite:
     return Suite(name=f"prompts {prompts.name}", description="", data_root=prompts.parent, scenarios=(scenario,))
 
 
-def _with_seed(task: str, item: Item[Any], sample_index: int) -> RequestSpec:
-    params = item.request.params
-    seed = params.seed + sample_index if params.seed is not None else derive_seed(task, item.item_id, sample_index)
-    return item.request.model_copy(update={"params": params.model_copy(update={"seed": seed})})
+def _selected(suite: Suite, tasks: tuple[str, ...] | None) -> tuple[Scenario, ...]:
+    if not tasks:
+        return suite.scenarios
+    known = set(task_names())
+    in_suite = {s.task for s in suite.scenarios}
+    for name in tasks:
+        if name not in known:
+            raise ConfigError(f"unknown task {name!r} (--task); tasks: {', '.join(sorted(known))}")
+        if name not in in_suite:
+            raise ConfigError(f"suite {suite.name} has no {name} scenarios; its tasks: {', '.join(sorted(in_suite))}")
+    return tuple(s for s in suite.scenarios if s.task in tasks)
 
 
-def build_plan(suite: Suite, limit: int | None = None, description: str | None = None) -> Plan:
-    """Every scenario's items (at most ``limit`` per scenario, and at most its own ``limit``), ``n`` samples each."""
-    data = DataSource(suite.data_root)
-    units: list[Unit] = []
-    seen: set[tuple[str, str]] = set()
-    for scenario in suite.scenarios:
+def parse_scenarios(
+    suite: Suite, tasks: tuple[str, ...] | None = None
+) -> tuple[tuple[Task[Any, Any], ScenarioOptions], ...]:
+    """The suite's scenarios (those of ``tasks`` if given), validated; scenario names are unique per task, which
+    makes item ids unique (each task numbers its items within a scenario)."""
+    parsed = []
+    names: set[tuple[str, str]] = set()
+    for scenario in _selected(suite, tasks):
         task = get_task(scenario.task)
         options = task.parse_options(scenario.options)
-        caps = [c for c in (limit, options.limit) if c is not None]
-        items = task.items(data, options)
-        for item in itertools.islice(items, min(caps)) if caps else items:
-            if (task.name, item.item_id) in seen:
-                raise ConfigError(f"suite {suite.name}: item id {item.item_id!r} of task {task.name} appears twice")
-            seen.add((task.name, item.item_id))
-            for sample in range(item.n):
-                units.append(
-                    Unit(task=task, item=item, sample_index=sample, request=_with_seed(task.name, item, sample))
-                )
-    if not units:
-        raise ConfigError(f"suite {suite.name} asks for no requests")
-    return Plan(description=description or f"suite {suite.name}", units=tuple(units))
+        if (task.name, options.name) in names:
+            raise ConfigError(f"suite {suite.name}: two {task.name} scenarios are named {options.name!r}")
+        names.add((task.name, options.name))
+        parsed.append((task, options))
+    return tuple(parsed)
+
+
+def build_plan(
+    suite: Suite,
+    limit: int | None = None,
+    description: str | None = None,
+    *,
+    tasks: tuple[str, ...] | None = None,
+    sample: float | None = None,
+    seed: int = 0,
+    dt_compat: bool = False,
+    data: DataSource | None = None,
+) -> Plan:
+    """Every scenario's items (a ``sample`` of them if asked, then at most ``limit`` per scenario, and at most its own
+    ``limit``), ``n`` samples each: lazily, nothing is read until the plan is iterated or counted. Unless ``data``
+    is given, the data folder is resolved (fetched from Hugging Face if the suite has none) and every file the
+    scenarios need is checked first, so a missing file stops the run before it starts."""
+    scenarios = parse_scenarios(suite, tasks)
+    if data is None:
+        data = resolve_data(suite.name, suite.data_root, scenarios)
+    selection = Selection(limit=limit, sample=sample, seed=seed)
+    text = description or f"suite {suite.name}"
+    extras = [e for e in (", ".join(tasks) if tasks else "", selection.describe()) if e]
+    if dt_compat:
+        extras.append("dt-compat prompts")
+    if extras:
+        text += f" ({'; '.join(extras)})"
+    return Plan(
+        description=text,
+        data=data,
+        scenarios=scenarios,
+        selection=selection,
+        dt_compat=dt_compat,
+    )

@@ -21,7 +21,7 @@ from comptrust_evaluate.tasks.base import (
     ScenarioOptions,
     Task,
     attrs,
-    read_jsonl,
+    iter_jsonl,
     score_fields,
 )
 
@@ -42,6 +42,7 @@ class AdvDemonstrationOptions(ScenarioOptions):
         description="what this set adds to the perspective score: accuracy (counterfactual _cf, spurious), "
         "1 - attack success (backdoor _asr), or nothing (sets DecodingTrust runs but does not score)",
     )
+    zero: bool = Field(default=False, description="zero-shot: leave the demonstrations out (DecodingTrust's zero)")
     max_new_tokens: int | None = Field(default=None, ge=1)
 
 
@@ -66,21 +67,25 @@ class AdvDemonstrationTask(Task[AdvDemonstrationOptions, AdvDemonstrationContext
         set_name = PurePosixPath(options.path).name
         for seed in options.seeds:
             path = data.path(f"{options.path}/{seed}.jsonl")
-            for index, row in enumerate(read_jsonl(path)):
+            for index, row in enumerate(iter_jsonl(path)):
                 try:
                     examples = [(str(x), str(y)) for x, y in row["examples"]]
                     query, label, option = str(row["input"]), str(row["label"]), tuple(str(o) for o in row["option"])
                 except (KeyError, TypeError, ValueError):
                     raise ConfigError(f"{path}: line {index + 1} is not an adv_demonstration item") from None
-                messages = classification_messages(descriptions[options.description], query, examples)
+                shown = () if options.zero else examples
+                messages = classification_messages(descriptions[options.description], query, shown)
                 yield Item(
                     item_id=f"{options.name}/{seed}/{index}",
                     sub_scenario=set_name,
                     request=RequestSpec(messages=messages, params=params),
                     context=AdvDemonstrationContext(options=option, score=options.score),
                     label=label,
-                    attributes=attrs(family=options.family, seed=seed, demonstrations=len(examples)),
+                    attributes=attrs(family=options.family, seed=seed, demonstrations=len(shown)),
                 )
+
+    def files(self, options: AdvDemonstrationOptions) -> tuple[str, ...]:
+        return tuple(f"{options.path}/{seed}.jsonl" for seed in options.seeds)
 
     def evaluate(self, item: Item[AdvDemonstrationContext], text: str) -> Outcome:
         label = item.label or ""

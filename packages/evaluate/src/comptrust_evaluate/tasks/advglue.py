@@ -118,6 +118,9 @@ class AdvGlueTask(Task[AdvGlueOptions, AdvGlueContext]):
                     ),
                 )
 
+    def files(self, options: AdvGlueOptions) -> tuple[str, ...]:
+        return (options.file,)
+
     def evaluate(self, item: Item[AdvGlueContext], text: str) -> Outcome:
         label, why = parse_answer(item.context.glue_task, text)
         value = 1.0 if label == item.context.label else 0.0

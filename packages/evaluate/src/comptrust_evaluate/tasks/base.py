@@ -24,6 +24,7 @@ __all__ = [
     "Task",
     "attrs",
     "derive_seed",
+    "iter_jsonl",
     "read_json",
     "read_jsonl",
     "score_fields",
@@ -109,6 +110,11 @@ class Task(ABC, Generic[OptionsT, C]):
     def evaluate(self, item: Item[C], text: str) -> Outcome:
         """Parse one response: prediction, refusal verdict, score fields."""
 
+    def files(self, options: OptionsT) -> tuple[str, ...]:
+        """The data files (relative to the data folder) a scenario reads: checked before a run starts, and what is
+        fetched from the Hugging Face dataset. A task that reads none keeps this default."""
+        return ()
+
 
 def score_fields(main: float | None, compressed_trust: float | None, name: str = "score") -> tuple[ScoreField, ...]:
     """The same score under both variants (values may differ; ``None`` means "excluded under this variant")."""
@@ -123,18 +129,21 @@ def attrs(**values: object) -> tuple[Attribute, ...]:
     return tuple(Attribute(name=k, value=str(v)) for k, v in values.items() if v is not None)
 
 
-def read_jsonl(path: Path) -> list[Any]:
-    """A JSON Lines file; a bad line is a one-line error naming the file and line."""
-    rows: list[Any] = []
+def iter_jsonl(path: Path) -> Iterator[Any]:
+    """A JSON Lines file, one row at a time; a bad line is a one-line error naming the file and line."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-    return rows
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """A JSON Lines file, all rows."""
+    return list(iter_jsonl(path))
 
 
 def read_json(path: Path) -> Any:

@@ -109,6 +109,9 @@ class FairnessTask(Task[FairnessOptions, FairnessContext]):
                 attributes=attrs(sensitive_attr=sensitive[index], dataset=options.dataset, shots=len(examples)),
             )
 
+    def files(self, options: FairnessOptions) -> tuple[str, ...]:
+        return (options.file, options.sensitive_attr_file)
+
     def evaluate(self, item: Item[FairnessContext], text: str) -> Outcome:
         ctx = item.context
         pred = fairness_prediction(ctx.dataset, text, item.item_id)

@@ -103,6 +103,9 @@ class MachineEthicsTask(Task[MachineEthicsOptions, MachineEthicsContext]):
             if made == options.test_num:
                 break
 
+    def files(self, options: MachineEthicsOptions) -> tuple[str, ...]:
+        return (options.file, options.train_file) if options.few_shot_num else (options.file,)
+
     def evaluate(self, item: Item[MachineEthicsContext], text: str) -> Outcome:
         facts = _facts()
         options = facts.texts("options")

@@ -125,6 +125,9 @@ class OodTask(Task[OodOptions, OodContext]):
                 attributes=attrs(ood_kind=options.kind, subset=options.subset, demo=options.demo),
             )
 
+    def files(self, options: OodOptions) -> tuple[str, ...]:
+        return (options.file,)
+
     def evaluate(self, item: Item[OodContext], text: str) -> Outcome:
         ctx = item.context
         if ctx.kind == "style":

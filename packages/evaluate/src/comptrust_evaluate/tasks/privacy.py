@@ -144,9 +144,9 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
         templates = facts.text_map("enron_templates")
         if letter not in templates:
             raise ConfigError(f"task privacy: bad prompt_type {options.prompt_type!r} (ends in -a .. -f)")
-        file = "one_shot" if kind.startswith(("zero", "knownzero")) else kind.replace("-", "_")
-        shots = read_json(data.path(f"{options.data_dir}/{file}.json"))
-        email2name = read_json(data.path(f"{options.data_dir}/email2name.json"))
+        shots_file, names_file = self.files(options)
+        shots = read_json(data.path(shots_file))
+        email2name = read_json(data.path(names_file))
         params = self._params(options, "enron_max_new_tokens")
         for index, (email, supports) in enumerate(shots.items()):
             name = email2name[email]
@@ -230,6 +230,15 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
                         privacy_scenario="understanding", topic=topic, phrasing=word, question=options.question
                     ),
                 )
+
+    def files(self, options: PrivacyOptions) -> tuple[str, ...]:
+        if isinstance(options, EnronOptions):
+            kind = options.prompt_type.rpartition("-")[0]
+            shots = "one_shot" if kind.startswith(("zero", "knownzero")) else kind.replace("-", "_")
+            return f"{options.data_dir}/{shots}.json", f"{options.data_dir}/email2name.json"
+        if isinstance(options, PiiOptions):
+            return (options.file,)
+        return ()
 
     def evaluate(self, item: Item[PrivacyContext], text: str) -> Outcome:
         ctx = item.context

@@ -19,7 +19,7 @@ from comptrust_evaluate.tasks.base import (
     ScenarioOptions,
     Task,
     attrs,
-    read_jsonl,
+    iter_jsonl,
     score_fields,
 )
 
@@ -133,7 +133,7 @@ class StereotypeTask(Task[StereotypeOptions, StereotypeContext]):
             temperature=options.temperature,
             top_k=benchmark_facts("decodingtrust").integer("sampling", "top_k"),
         )
-        for index, row in enumerate(read_jsonl(path)):
+        for index, row in enumerate(iter_jsonl(path)):
             try:
                 prompt = row["prompt"]
                 text, group = str(prompt["text"]), str(prompt["demographic_group_tag"])
@@ -155,6 +155,9 @@ class StereotypeTask(Task[StereotypeOptions, StereotypeContext]):
                 n=options.n,
                 attributes=attrs(stereotype_topic=topic, demographic_group=group, sys_prompt_type=sys_type),
             )
+
+    def files(self, options: StereotypeOptions) -> tuple[str, ...]:
+        return (options.file,)
 
     def evaluate(self, item: Item[StereotypeContext], text: str) -> Outcome:
         main, why = classify_main(text)

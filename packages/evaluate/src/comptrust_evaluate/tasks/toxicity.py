@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter
 from comptrust_evaluate.facts import benchmark_facts
 from comptrust_evaluate.refusal import get_detector
 from comptrust_evaluate.tasks import task
-from comptrust_evaluate.tasks.base import DataSource, Item, Outcome, ScenarioOptions, Task, attrs, read_jsonl
+from comptrust_evaluate.tasks.base import DataSource, Item, Outcome, ScenarioOptions, Task, attrs, iter_jsonl
 
 __all__ = ["ToxicityContext", "ToxicityOptions", "ToxicityTask"]
 
@@ -51,7 +51,7 @@ class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
             temperature=options.temperature,
             top_k=facts.integer("sampling", "top_k"),
         )
-        for index, row in enumerate(read_jsonl(path)):
+        for index, row in enumerate(iter_jsonl(path)):
             try:
                 prompt = row["prompt"]["text"]
             except (KeyError, TypeError):
@@ -68,6 +68,9 @@ class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
                 n=options.n,
                 attributes=attrs(template=template_name, source=PurePosixPath(options.file).name),
             )
+
+    def files(self, options: ToxicityOptions) -> tuple[str, ...]:
+        return (options.file,)
 
     def evaluate(self, item: Item[ToxicityContext], text: str) -> Outcome:
         return Outcome(refusal=get_detector("dt-toxicity").detect(text))
