@@ -81,28 +81,24 @@ def make_plan(config: EvaluateConfig) -> Plan:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
-    """One endpoint's requests not yet in its records, enumerated lazily from the plan (never a list)."""
+    """One endpoint's requests not yet in its records, enumerated lazily from the plan (never a list). The run
+    directory only resumes the same plan, so every finished key is one of the plan's: ``count`` is the difference."""
 
     plan: Plan
     endpoint: str
     done: Collection[str]
-    count: int = 0
-
-    def keyed(self) -> Iterator[tuple[Unit, str]]:
-        for u in self.plan.units:
-            yield u, record_key(self.endpoint, u.task.name, u.item.item_id, u.sample_index, u.request)
+    count: int
 
     def __iter__(self) -> Iterator[tuple[Unit, str]]:
-        return ((u, k) for u, k in self.keyed() if k not in self.done)
+        for u in self.plan.units:
+            key = record_key(self.endpoint, u.task.name, u.item.item_id, u.sample_index, u.request)
+            if key not in self.done:
+                yield u, key
 
     def __len__(self) -> int:
         return self.count
-
-    def counted(self) -> _Pending:
-        self.count = sum(1 for _, k in self.keyed() if k not in self.done)
-        return self
 
 
 def _api_key(spec: EndpointSpec) -> str | None:
@@ -158,8 +154,8 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
         for client, key in zip(clients, keys, strict=True):
             name = client.endpoint.name
             done = store.load(config.out, name, drop_errors=config.retry_errors)
-            pending = _Pending(plan, name, done).counted()
-            finished = total - len(pending)
+            finished = len(done)
+            pending = _Pending(plan, name, done, total - finished)
             log.info("endpoint %s: %d requests planned, %d already done", name, total, finished)
             reporter.add(name, total, finished)
             jobs.append(EndpointJob(client.endpoint, client, pending, store.writer(config.out, name), secret=key))

@@ -2,26 +2,23 @@
 
 A suite reads a folder laid out like DecodingTrust's ``data/``: ``--data-dir`` (a DecodingTrust checkout's
 ``data/``), the suite's own folder (``quick``), or, for a suite whose data is DecodingTrust's, the Hugging Face
-dataset ``AI-Secure/DecodingTrust``, whose files mirror that layout: the files the plan needs are downloaded once
-through ``huggingface_hub`` into its cache (``HF_HOME``; ``HF_HUB_OFFLINE=1`` reuses the cache without a network).
+dataset ``AI-Secure/DecodingTrust`` (see :mod:`comptrust_evaluate.hub_data`): the files the plan needs are
+downloaded once through ``huggingface_hub`` into its cache (``HF_HUB_OFFLINE=1`` reuses the cache).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from comptrust_core import ConfigError
 
+from comptrust_evaluate.hub_data import HF_DATASET, materialize
 from comptrust_evaluate.tasks import DataSource, ScenarioOptions, Task
 
-__all__ = ["DT_GITHUB", "HF_DATASET", "fetch_from_hub", "preflight", "required_files", "resolve_data"]
+__all__ = ["DT_GITHUB", "HF_DATASET", "preflight", "required_files", "resolve_data"]
 
-log = logging.getLogger(__name__)
-
-HF_DATASET = "AI-Secure/DecodingTrust"
 DT_GITHUB = "https://github.com/AI-secure/DecodingTrust"
 _SHOWN = 12
 
@@ -51,28 +48,6 @@ def preflight(root: Path, files: Iterable[str], origin: str) -> None:
     )
 
 
-def fetch_from_hub(files: list[str], revision: str | None = None) -> Path:
-    """Download (or find in the cache) ``files`` of the HF dataset; the snapshot folder, laid out like ``data/``."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ConfigError(
-            "reading DecodingTrust's data from Hugging Face needs huggingface_hub (pip install huggingface_hub); "
-            "or pass --data-dir with a DecodingTrust checkout's data/ folder"
-        ) from None
-    log.info(
-        "fetching %d files of the dataset %s from Hugging Face (cached after the first time)", len(files), HF_DATASET
-    )
-    try:
-        folder = snapshot_download(repo_id=HF_DATASET, repo_type="dataset", allow_patterns=files, revision=revision)
-    except Exception as exc:  # offline, unknown revision, HTTP errors: one line, and where else to get the data
-        log.debug("snapshot_download failed", exc_info=True)
-        raise ConfigError(
-            f"could not fetch {HF_DATASET} from Hugging Face ({type(exc).__name__}: {exc}); " + _where_to_get()
-        ) from None
-    return Path(folder)
-
-
 def resolve_data(
     suite_name: str, root: Path | None, scenarios: Iterable[tuple[Task[Any, Any], ScenarioOptions]]
 ) -> DataSource:
@@ -82,6 +57,9 @@ def resolve_data(
     if root is not None:
         preflight(root, files, f"the data folder of suite {suite_name} (--data-dir, or the suite's own)")
         return DataSource(root)
-    folder = fetch_from_hub(files) if files else Path(".")
+    try:
+        folder = materialize(files)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {_where_to_get()}") from None
     preflight(folder, files, f"the Hugging Face dataset {HF_DATASET}")
     return DataSource(folder)
