@@ -93,3 +93,22 @@ def test_bar_progress_runs_to_the_end(tmp_path: Path, capsys: pytest.CaptureFixt
         assert main([*argv, "--progress", "bar"]) == 0
     out = capsys.readouterr().out
     assert "20/20" in out and "tok/s" in out and "retries" in out
+
+
+def test_suite_selection_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = "--endpoint http://h:1 --suite decodingtrust --data-dir /d --task toxicity --task ood --dt-compat"
+    argv += " --sample 0.2 --seed 5 --out"
+    config = build_config(parser().parse_args([*argv.split(), str(tmp_path)]))
+    assert config.tasks == ("toxicity", "ood") and config.dt_compat and config.data_dir == Path("/d")
+    assert config.sample == 0.2 and config.sample_seed == 5
+    plain = build_config(parser().parse_args(["--endpoint", "http://h:1", "--suite", "quick", "--out", str(tmp_path)]))
+    assert plain.tasks == () and not plain.dt_compat and plain.sample is None and plain.sample_seed == 0
+    out = str(tmp_path / "run")
+    assert main(["--endpoint", "http://127.0.0.1:9", "--suite", "quick", "--sample", "2", "--out", out]) == 2
+    assert "--sample must be a fraction in (0, 1]" in capsys.readouterr().err
+    missing = str(tmp_path / "empty")
+    assert (
+        main(["--endpoint", "http://127.0.0.1:9", "--suite", "decodingtrust", "--data-dir", missing, "--out", out]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "data file(s) the plan needs are missing" in err and "Traceback" not in err

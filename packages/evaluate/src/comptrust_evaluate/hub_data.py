@@ -1,16 +1,17 @@
 """DecodingTrust's data from the Hugging Face dataset ``AI-Secure/DecodingTrust``, laid out like its ``data/`` folder.
 
-Most files of the dataset mirror ``data/`` (toxicity, stereotype, adv_demonstration, privacy, fairness: DecodingTrust's
-own loaders read them by the same relative paths). Three perspectives are stored there in another form, which
-DecodingTrust's HF loaders (``load_dataset(..., "ood" | "machine_ethics" | "adv-glue-plus-plus")``) read; those files
-are converted back once into the ``data/`` form the tasks read:
+Most files of the dataset mirror ``data/`` (toxicity, stereotype, adv_demonstration, fairness: DecodingTrust's own
+loaders read them by the same relative paths). Four perspectives are stored there in another form, which
+DecodingTrust's HF loaders (``load_dataset(..., "ood" | "machine_ethics" | "adv-glue-plus-plus" | "privacy")``) read;
+those files are converted back once into the ``data/`` form the tasks read:
 
 * ``ood/style.jsonl``, ``ood/knowledge.jsonl`` (one row per question, with its ``category``) →
   ``ood/{style,knowledge}.json``;
 * ``machine_ethics/cm_{test,train}.jsonl`` (``label``, ``input1``, ``is_short``) →
   ``machine_ethics/ethics/commonsense/cm_*.csv``;
 * ``adv-glue-plus-plus/*.jsonl`` (one file per GLUE task, rows tagged with the source ``model``) →
-  ``adv-glue-plus-plus/data/{alpaca,vicuna,stable-vicuna}.json``.
+  ``adv-glue-plus-plus/data/{alpaca,vicuna,stable-vicuna}.json``;
+* ``privacy/enron_data/*.jsonl`` (``{"email", "prompt"}`` rows) → the ``{email: ...}`` maps ``*.json``.
 
 The files are fetched with ``huggingface_hub.snapshot_download`` (its cache; ``HF_HUB_OFFLINE=1`` works from it) and
 the ``data/`` view is built under comptrust's cache, one folder per dataset revision.
@@ -41,6 +42,8 @@ HF_DATASET = "AI-Secure/DecodingTrust"
 _ADVGLUE = re.compile(r"adv-glue-plus-plus/data/(alpaca|vicuna|stable-vicuna)\.json")
 _CM = re.compile(r"machine_ethics/ethics/commonsense/(cm_test|cm_train)\.csv")
 _OOD = re.compile(r"ood/(style|knowledge)\.json")
+_ENRON = re.compile(r"privacy/enron_data/([\w-]+)\.json")
+_ONE_VALUE = ("email2name", "context")  # their rows hold one string (prompt[0][0]), the others a list of pairs
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,19 @@ def _advglue(model: str) -> Callable[[Path, Path], bool]:
     return build
 
 
+def _enron(stem: str) -> Callable[[Path, Path], bool]:
+    def build(snapshot: Path, target: Path) -> bool:
+        source = snapshot / "privacy" / "enron_data" / f"{stem}.jsonl"
+        if not source.is_file():
+            return False
+        single = stem in _ONE_VALUE
+        out = {str(r["email"]): r["prompt"][0][0] if single else r["prompt"] for r in iter_jsonl(source)}
+        _write_atomic(target, lambda fh: json.dump(out, fh, ensure_ascii=False))
+        return True
+
+    return build
+
+
 def _recipe(path: str) -> _Recipe | None:
     """How a ``data/`` file is made from the hub's files; ``None``: the hub holds it at the same path."""
     if match := _OOD.fullmatch(path):
@@ -126,6 +142,8 @@ def _recipe(path: str) -> _Recipe | None:
         return _Recipe((f"machine_ethics/{match[1]}.jsonl",), _commonsense(match[1]))
     if match := _ADVGLUE.fullmatch(path):
         return _Recipe(("adv-glue-plus-plus/*.jsonl",), _advglue(match[1]))
+    if match := _ENRON.fullmatch(path):
+        return _Recipe((f"privacy/enron_data/{match[1]}.jsonl",), _enron(match[1]))
     return None
 
 

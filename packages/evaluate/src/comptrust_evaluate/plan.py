@@ -175,19 +175,28 @@ class Plan:
         return Units(self)
 
     @cached_property
+    def _summary(self) -> tuple[int, int]:
+        """One streaming pass over the items: the request count (items times their ``n``) and the sum of the items'
+        fingerprints. An item's request and ``n`` fix its units (their seeds derive from the item id and the sample
+        index, or from the request's own seed), so fingerprinting items fingerprints every request."""
+        total = fingerprints = 0
+        for task, item in self.iter_items():
+            total += item.n
+            head = f"{task.name}\x00{item.item_id}\x00{item.n}\x00".encode()
+            fingerprints += int.from_bytes(hashlib.sha256(head + item.request.model_dump_json().encode()).digest()[:16])
+        return total, fingerprints % 2**128
+
+    @property
     def total(self) -> int:
-        """How many requests the plan asks for, counted without building them (items times their ``n``)."""
-        return sum(item.n for _, item in self.iter_items())
+        """How many requests the plan asks for, counted without building them."""
+        return self._summary[0]
 
     def plan_hash(self, endpoint_names: list[str]) -> str:
         """Equal for the same endpoints asked the same requests, whatever the order or the servers' URLs (a sum of
-        the units' fingerprints, so it streams)."""
-        total = 0
-        for unit in self.iter_units():
-            total = (total + int(unit.fingerprint, 16)) % 2**128
+        fingerprints, so it streams; computed in the same pass as :attr:`total`)."""
         digest = hashlib.sha256()
         digest.update(json.dumps(sorted(endpoint_names)).encode())
-        digest.update(f"{total:032x}".encode())
+        digest.update(f"{self._summary[1]:032x}".encode())
         return "sha256:" + digest.hexdigest()
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, TypeAdapter
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import Verdict, get_detector
 from comptrust_evaluate.tasks import task
+from comptrust_evaluate.tasks._enron_context import context_prompt
 from comptrust_evaluate.tasks.base import (
     DataSource,
     Item,
@@ -139,8 +140,9 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
     def _enron(self, data: DataSource, options: EnronOptions) -> Iterator[Item[PrivacyContext]]:
         facts = _facts()
         kind, _, letter = options.prompt_type.rpartition("-")
-        if kind.startswith("context"):
-            raise ConfigError("task privacy: context-* prompts need Enron contexts and a GPT-2 tokenizer (not yet)")
+        if kind == "context":
+            yield from self._enron_context(data, options, letter)
+            return
         templates = facts.text_map("enron_templates")
         if letter not in templates:
             raise ConfigError(f"task privacy: bad prompt_type {options.prompt_type!r} (ends in -a .. -f)")
@@ -160,6 +162,24 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
                 item_id=f"{options.name}/{index}",
                 sub_scenario=options.name,
                 request=RequestSpec(messages=(ChatMessage(role="user", content=prompt),), params=params),
+                context=PrivacyContext(scenario="enron", gt=email),
+                n=options.n,
+                label=email,
+                attributes=attrs(privacy_scenario="enron", prompt_type=options.prompt_type),
+            )
+
+    def _enron_context(self, data: DataSource, options: EnronOptions, k: str) -> Iterator[Item[PrivacyContext]]:
+        if not k.isdigit():
+            raise ConfigError(f"task privacy: bad prompt_type {options.prompt_type!r} (context-50, -100 or -200)")
+        contexts = read_json(data.path(self.files(options)[0]))
+        params = self._params(options, "enron_max_new_tokens")
+        for index, (email, context) in enumerate(contexts.items()):
+            yield Item(
+                item_id=f"{options.name}/{index}",
+                sub_scenario=options.name,
+                request=RequestSpec(
+                    messages=(ChatMessage(role="user", content=context_prompt(str(context), int(k))),), params=params
+                ),
                 context=PrivacyContext(scenario="enron", gt=email),
                 n=options.n,
                 label=email,
@@ -234,6 +254,8 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
     def files(self, options: PrivacyOptions) -> tuple[str, ...]:
         if isinstance(options, EnronOptions):
             kind = options.prompt_type.rpartition("-")[0]
+            if kind == "context":  # DecodingTrust loads the names too (unused by the context prompts)
+                return f"{options.data_dir}/context.json", f"{options.data_dir}/email2name.json"
             shots = "one_shot" if kind.startswith(("zero", "knownzero")) else kind.replace("-", "_")
             return f"{options.data_dir}/{shots}.json", f"{options.data_dir}/email2name.json"
         if isinstance(options, PiiOptions):
