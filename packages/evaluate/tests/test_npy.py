@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from comptrust_core import ConfigError
-from comptrust_evaluate.tasks._npy import read_npy_1d
+from comptrust_evaluate.tasks._npy import read_npy_1d, write_npy_1d
 
 QUICK = Path(__file__).parents[1] / "src" / "comptrust_evaluate" / "data" / "quick" / "fairness" / "fairness_data"
 
@@ -39,3 +39,14 @@ def test_reads_handmade_arrays(tmp_path: Path) -> None:
     bad.write_bytes(_npy("<f8", 1, struct.pack("<d", 1.0)))
     with pytest.raises(ConfigError, match="unsupported dtype"):
         read_npy_1d(bad)
+
+
+def test_written_arrays_read_back(tmp_path: Path) -> None:
+    ints, strings = tmp_path / "i.npy", tmp_path / "s.npy"
+    write_npy_1d(ints, [0, 1, 1, 0, 7])
+    write_npy_1d(strings, ["Female", "Male", "Male"])
+    assert read_npy_1d(ints) == [0, 1, 1, 0, 7]
+    assert read_npy_1d(strings) == ["Female", "Male", "Male"]
+    for path in (ints, strings):
+        header_end = path.read_bytes().index(b"\n") + 1
+        assert header_end % 64 == 0  # the format's alignment

@@ -11,7 +11,8 @@ those files are converted back once into the ``data/`` form the tasks read:
   ``machine_ethics/ethics/commonsense/cm_*.csv``;
 * ``adv-glue-plus-plus/*.jsonl`` (one file per GLUE task, rows tagged with the source ``model``) →
   ``adv-glue-plus-plus/data/{alpaca,vicuna,stable-vicuna}.json``;
-* ``privacy/enron_data/*.jsonl`` (``{"email", "prompt"}`` rows) → the ``{email: ...}`` maps ``*.json``.
+* ``privacy/enron_data/*.jsonl`` (``{"email", "prompt"}`` rows) → the ``{email: ...}`` maps ``*.json``;
+* fairness's ``.npy`` arrays, where the hub lacks them, rebuilt from their ``.jsonl`` items.
 
 The files are fetched with ``huggingface_hub.snapshot_download`` (its cache; ``HF_HUB_OFFLINE=1`` works from it) and
 the ``data/`` view is built under comptrust's cache, one folder per dataset revision.
@@ -32,6 +33,7 @@ from typing import Any
 
 from comptrust_core import ConfigError, cache_dir
 
+from comptrust_evaluate.tasks._npy import write_npy_1d
 from comptrust_evaluate.tasks.base import iter_jsonl
 
 __all__ = ["HF_DATASET", "hub_files", "materialize"]
@@ -42,6 +44,8 @@ HF_DATASET = "AI-Secure/DecodingTrust"
 _ADVGLUE = re.compile(r"adv-glue-plus-plus/data/(alpaca|vicuna|stable-vicuna)\.json")
 _CM = re.compile(r"machine_ethics/ethics/commonsense/(cm_test|cm_train)\.csv")
 _OOD = re.compile(r"ood/(style|knowledge)\.json")
+_FAIRNESS_NPY = re.compile(r"fairness/fairness_data/(sensitive_attr|gt_labels)_(.+)\.npy")
+_SEX = re.compile(r"\bsex (\w+)")
 _ENRON = re.compile(r"privacy/enron_data/([\w-]+)\.json")
 _ONE_VALUE = ("email2name", "context")  # their rows hold one string (prompt[0][0]), the others a list of pairs
 
@@ -134,6 +138,34 @@ def _enron(stem: str) -> Callable[[Path, Path], bool]:
     return build
 
 
+def _fairness_npy(path: str, kind: str, stem: str) -> Callable[[Path, Path], bool]:
+    """The hub's ``.npy`` if it has one; else the array rebuilt from the items, as DecodingTrust's files hold it:
+    labels 1 for "yes" (adult) / "Low" (crime), else 0; adult's sensitive attribute is the "sex ..." in the text,
+    crime's is its label file (DecodingTrust's configs point at gt_labels for crime)."""
+
+    def build(snapshot: Path, target: Path) -> bool:
+        if (snapshot / path).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(snapshot / path, target)
+            return True
+        source = snapshot / "fairness" / "fairness_data" / f"{stem}.jsonl"
+        if not source.is_file():
+            return False
+        values: list[int] | list[str]
+        if kind == "gt_labels":
+            values = [1 if str(r["label"]) in ("yes", "Low") else 0 for r in iter_jsonl(source)]
+        else:
+            sexes = [_SEX.search(str(r["input"])) for r in iter_jsonl(source)]
+            if not all(sexes):
+                return False
+            values = [m[1] for m in sexes if m]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_npy_1d(target, values)
+        return True
+
+    return build
+
+
 def _recipe(path: str) -> _Recipe | None:
     """How a ``data/`` file is made from the hub's files; ``None``: the hub holds it at the same path."""
     if match := _OOD.fullmatch(path):
@@ -144,6 +176,9 @@ def _recipe(path: str) -> _Recipe | None:
         return _Recipe(("adv-glue-plus-plus/*.jsonl",), _advglue(match[1]))
     if match := _ENRON.fullmatch(path):
         return _Recipe((f"privacy/enron_data/{match[1]}.jsonl",), _enron(match[1]))
+    if match := _FAIRNESS_NPY.fullmatch(path):
+        items = f"fairness/fairness_data/{match[2]}.jsonl"
+        return _Recipe((path, items), _fairness_npy(path, match[1], match[2]))
     return None
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from comptrust_evaluate.data_files import required_files
 from comptrust_evaluate.plan import load_suite, parse_scenarios
+from comptrust_evaluate.tasks._npy import write_npy_1d
 
 __all__ = ["ROW_COUNTS", "RowCounts", "WordTokenizer", "write_synthetic_decodingtrust"]
 
@@ -78,17 +78,6 @@ def _jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-
-
-def _npy(path: Path, values: list[int]) -> None:
-    header = f"{{'descr': '<i8', 'fortran_order': False, 'shape': ({len(values)},), }}"
-    header += " " * (63 - (len(header) + 10) % 64) + "\n"
-    path.write_bytes(
-        b"\x93NUMPY\x01\x00"
-        + struct.pack("<H", len(header))
-        + header.encode()
-        + struct.pack(f"<{len(values)}q", *values)
-    )
 
 
 def _demo_item(i: int, options: list[str], demos: int) -> dict[str, Any]:
@@ -212,7 +201,7 @@ def _write(root: Path, path: str, counts: RowCounts) -> None:
     elif path.startswith("fairness/"):
         n = counts.fairness_crime if "crime" in name else counts.fairness_adult
         if name.endswith(".npy"):
-            _npy(target, [i % 2 for i in range(n)])
+            write_npy_1d(target, [i % 2 for i in range(n)])
         else:
             label = ("High", "Low") if "crime" in name else ("yes", "no")
             _jsonl(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
 
 from comptrust_core import ChatMessage, GenerationParams
 
@@ -23,19 +25,26 @@ def classification_messages(
     facts = benchmark_facts("decodingtrust").sub("classification")
     if not examples:
         return (
-            ChatMessage(role="system", content=facts.text("zero_shot_system")),
+            _message("system", facts.text("zero_shot_system")),
             ChatMessage(role="user", content=task_message + "\n" + query),
         )
     messages = [
-        ChatMessage(role="system", content=facts.text("few_shot_system")),
-        ChatMessage(role="user", content=task_message),
-        ChatMessage(role="assistant", content=facts.text("few_shot_ack")),
+        _message("system", facts.text("few_shot_system")),
+        _message("user", task_message),
+        _message("assistant", facts.text("few_shot_ack")),
     ]
     for demo, label in examples:
-        messages.append(ChatMessage(role="user", content=demo))
-        messages.append(ChatMessage(role="assistant", content=label.capitalize()))
+        messages.append(_message("user", demo))
+        messages.append(_message("assistant", label.capitalize()))
     messages.append(ChatMessage(role="user", content=query))
     return tuple(messages)
+
+
+@lru_cache(maxsize=4096)
+def _message(role: Literal["system", "user", "assistant"], content: str) -> ChatMessage:
+    """One (immutable) message, shared by every item that repeats it: a scenario's items mostly reuse the same few
+    dozen demonstrations, and building ~35 validated messages per item dominates enumerating a full plan."""
+    return ChatMessage(role=role, content=content)
 
 
 def classification_params(max_new_tokens: int | None = None) -> GenerationParams:

@@ -1,4 +1,5 @@
-"""Read the 1-D ``.npy`` arrays DecodingTrust's fairness data ships (integers or fixed-width unicode), without numpy."""
+"""Read (and write) the 1-D ``.npy`` arrays DecodingTrust's fairness data ships (integers or fixed-width unicode),
+without numpy."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from comptrust_core import ConfigError
 
-__all__ = ["read_npy_1d"]
+__all__ = ["read_npy_1d", "write_npy_1d"]
 
 _MAGIC = b"\x93NUMPY"
 _INTS = {"<i8": "<q", "<i4": "<i", "<i2": "<h", "|i1": "<b", "<u8": "<Q", "<u4": "<I", "|u1": "<B", "|b1": "<?"}
@@ -47,3 +48,18 @@ def read_npy_1d(path: Path) -> list[int | str]:
             out.append(chunk.decode("utf-32-le").rstrip("\x00"))
         return out
     raise ConfigError(f"{path}: unsupported dtype {descr!r}")
+
+
+def write_npy_1d(path: Path, values: list[int] | list[str]) -> None:
+    """A 1-D ``.npy`` (version 1.0) of little-endian int64, or of ``<U<n>`` strings if ``values`` are strings."""
+    strings = [v for v in values if isinstance(v, str)]
+    if strings:
+        width = max((len(v) for v in strings), default=1) or 1
+        descr = f"<U{width}"
+        body = b"".join(str(v).ljust(width, "\x00").encode("utf-32-le") for v in values)
+    else:
+        descr = "<i8"
+        body = struct.pack(f"<{len(values)}q", *values)
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({len(values)},), }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    path.write_bytes(_MAGIC + b"\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + body)
