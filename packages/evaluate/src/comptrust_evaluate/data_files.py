@@ -8,6 +8,7 @@ downloaded once through ``huggingface_hub`` into its cache (``HF_HUB_OFFLINE=1``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from comptrust_evaluate.hub_data import HF_DATASET, materialize
 from comptrust_evaluate.tasks import DataSource, ScenarioOptions, Task
 
 __all__ = ["DT_GITHUB", "HF_DATASET", "preflight", "required_files", "resolve_data"]
+
+log = logging.getLogger(__name__)
 
 DT_GITHUB = "https://github.com/AI-secure/DecodingTrust"
 _SHOWN = 12
@@ -56,10 +59,19 @@ def resolve_data(
     files = required_files(scenarios)
     if root is not None:
         preflight(root, files, f"the data folder of suite {suite_name} (--data-dir, or the suite's own)")
+        log.info("suite %s: %d data files found under %s", suite_name, len(files), root)
         return DataSource(root)
     try:
         folder = materialize(files)
     except ConfigError as exc:
         raise ConfigError(f"{exc}; {_where_to_get()}") from None
     preflight(folder, files, f"the Hugging Face dataset {HF_DATASET}")
+    log.info(
+        "suite %s: %d data files from %s (revision %s), viewed at %s",
+        suite_name,
+        len(files),
+        HF_DATASET,
+        folder.name,
+        folder,
+    )
     return DataSource(folder)
