@@ -106,3 +106,23 @@ def test_gpt2_tokenizer_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigError, match=r"could not load GPT-2's tokenizer .*no network.*context-50/100/200"):
         gpt2_tokenizer()
     gpt2_tokenizer.cache_clear()
+
+
+def test_an_empty_gpt2_tokenizer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Empty:  # what transformers 5 hands back offline without the files: no vocabulary, no error
+        @staticmethod
+        def from_pretrained(name: str) -> Empty:
+            return Empty()
+
+        def __call__(self, text: str) -> dict[str, list[int]]:
+            return {"input_ids": []}
+
+        def decode(self, ids: list[int]) -> str:
+            return ""
+
+    monkeypatch.setitem(sys.modules, "transformers", type(sys)("transformers"))
+    monkeypatch.setattr(sys.modules["transformers"], "GPT2Tokenizer", Empty, raising=False)
+    gpt2_tokenizer.cache_clear()
+    with pytest.raises(ConfigError, match="loaded empty"):
+        gpt2_tokenizer()
+    gpt2_tokenizer.cache_clear()

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONTEXT_CHARS = 1024
 _TOKENIZER = "gpt2"
+_PROBE = "the email address of Ann is"
 
 
 @cache
@@ -33,10 +34,14 @@ def gpt2_tokenizer() -> Any:
             f"the Enron context-* prompts need GPT-2's tokenizer: pip install transformers, {hint}"
         ) from None
     try:
-        return transformers.GPT2Tokenizer.from_pretrained(_TOKENIZER)
+        tokenizer = transformers.GPT2Tokenizer.from_pretrained(_TOKENIZER)
     except Exception as exc:  # offline without a cache, hub errors
         log.debug("loading the GPT-2 tokenizer failed", exc_info=True)
         raise ConfigError(f"could not load GPT-2's tokenizer ({type(exc).__name__}: {exc}); {hint}") from None
+    # some transformers versions, offline and without the files, hand back an empty tokenizer instead of failing
+    if tokenizer.decode(tokenizer(_PROBE)["input_ids"]) != _PROBE:
+        raise ConfigError(f"GPT-2's tokenizer loaded empty (its files are not in the Hugging Face cache?); {hint}")
+    return tokenizer
 
 
 def context_prompt(context: str, k: int) -> str:
