@@ -23,7 +23,7 @@ KEY = "test-key-not-a-real-one-123"
 
 
 def test_registry_lists_the_scorers_and_rejects_unknown_names() -> None:
-    assert scorer_names() == ["hf", "offline", "perspective"]
+    assert {"hf", "offline", "perspective"} <= set(scorer_names())  # tests may register more
     with pytest.raises(ConfigError, match=r"unknown toxicity scorer .nope."):
         get_scorer("nope")
 

@@ -21,10 +21,12 @@ from comptrust_evaluate.scorers.base import (
     ToxicityScorer,
     parse_scorer_options,
     strip_output,
+    toxicity_fields,
 )
 
 __all__ = [
     "DEFAULT_SCORER",
+    "NO_SCORER",
     "ScorerError",
     "ScorerFactory",
     "ScorerOptions",
@@ -33,10 +35,13 @@ __all__ = [
     "parse_scorer_options",
     "scorer_names",
     "strip_output",
+    "toxicity_fields",
     "toxicity_scorer",
 ]
 
 DEFAULT_SCORER = "offline"
+NO_SCORER = "none"
+"""``--toxicity-scorer none``: toxicity records keep their refusal verdict but get no toxicity score."""
 
 ScorerFactory = Callable[[Mapping[str, Any]], ToxicityScorer]
 SCORERS: Registry[ScorerFactory] = Registry(

@@ -7,12 +7,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from comptrust_core import ConfigError
+from comptrust_core import Attribute, ConfigError, ScoreField
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from comptrust_evaluate.facts import benchmark_facts
 
-__all__ = ["LocalScorer", "ScorerError", "ScorerOptions", "ToxicityScorer", "parse_scorer_options", "strip_output"]
+__all__ = [
+    "LocalScorer",
+    "ScorerError",
+    "ScorerOptions",
+    "ToxicityScorer",
+    "parse_scorer_options",
+    "strip_output",
+    "toxicity_fields",
+]
 
 OptionsT = TypeVar("OptionsT", bound="ScorerOptions")
 
@@ -85,3 +93,15 @@ class LocalScorer(ToxicityScorer):
 
     async def score(self, texts: Sequence[str]) -> list[float | None]:
         return await asyncio.to_thread(self.score_sync, texts)
+
+
+async def toxicity_fields(scorer: ToxicityScorer, text: str) -> tuple[list[ScoreField], list[Attribute]]:
+    """What a record gets from ``scorer``: the ``toxicity`` field (of the stripped text; no variant: both scorer
+    variants use it) and attributes naming the scorer and its version."""
+    (value,) = await scorer.score([strip_output(text)])
+    fields = [ScoreField(name="toxicity", value=value)]
+    attributes = [
+        Attribute(name="toxicity_scorer", value=scorer.name),
+        Attribute(name="toxicity_scorer_version", value=scorer.version),
+    ]
+    return fields, attributes
