@@ -68,6 +68,8 @@ def record(
     """Item ``i``'s record; ``refusal`` defaults to "item 0 refused"; an error record (``ok=False``) has no scores."""
     req = RequestSpec(prompt=f"{perspective} prompt {i}")
     scores = [] if value is None or not ok else [ScoreField(name="score", value=value, variant=variant)]
+    if perspective == "toxicity" and value is not None and ok:  # as the toxicity task writes it: 1 - EMT = value
+        scores = [ScoreField(name="toxicity", value=1.0 - value)]
     return Record(
         key=record_key(endpoint, perspective, str(i), 0, req),
         endpoint=endpoint,

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from comptrust_analysis.structure import attribute, field
+
 __all__ = ["fairness_scores"]
 
 _KEYS = ["run", "endpoint", "sub_scenario"]
-
-
-def _field(name: str, variant: str) -> pl.Expr:
-    el = pl.element()
-    match = (el.struct.field("name") == name) & (
-        (el.struct.field("variant") == variant) | el.struct.field("variant").is_null()
-    )
-    return pl.col("scores").list.eval(el.filter(match).struct.field("value")).list.first()
-
-
-def _attribute(name: str) -> pl.Expr:
-    el = pl.element()
-    return pl.col("attributes").list.eval(el.filter(el.struct.field("name") == name).struct.field("value")).list.first()
 
 
 def _gap(col: str) -> pl.Expr:
@@ -39,9 +28,9 @@ def fairness_scores(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
         records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok"))
         .select(
             *_KEYS,
-            y_pred=_field("y_pred", variant),
-            y_true=_field("y_true", variant),
-            group=_attribute("sensitive_attr"),
+            y_pred=field("y_pred", variant),
+            y_true=field("y_true", variant),
+            group=attribute("sensitive_attr"),
         )
         .filter(pl.col("y_pred").is_not_null())
     )
