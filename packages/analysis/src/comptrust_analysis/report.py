@@ -84,7 +84,8 @@ SEED_LEGEND = (
     "mean ± std over calibration seeds (sample std); Δ = change against the dense base model; "
     f"! = |Δ| > {FLAG_FACTOR:g} × seed spread, ? = one seed (spread unknown); "
     "avg_present = mean of the DecodingTrust perspectives present, "
-    "avg_dt6 = DecodingTrust leaderboard mean of 6 perspectives"
+    "avg_dt8 = mean of all 8 (the leaderboard's Average for dense models), "
+    "avg_dt6 = DecodingTrust leaderboard mean of 6 perspectives (its Average for compressed models)"
 )
 
 
