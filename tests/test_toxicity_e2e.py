@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from comptrust_analysis import AnalysisConfig, analyze, render_text
+from comptrust_core import DECODINGTRUST_PERSPECTIVES
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, evaluate
 from comptrust_evaluate.testing import FakeEndpoint
 
@@ -20,16 +21,7 @@ def test_quick_suite_toxicity_is_scored_and_reported(tmp_path: Path) -> None:
         )
     result = analyze(AnalysisConfig(run_dirs=(run,), plots=False))
     by = {r["perspective"]: r for r in result.scores.iter_rows(named=True)}
-    assert set(by) == {
-        "toxicity",
-        "stereotype",
-        "advglue",
-        "ood",
-        "adv_demonstration",
-        "privacy",
-        "machine_ethics",
-        "fairness",
-    }
+    assert set(by) == set(DECODINGTRUST_PERSPECTIVES)
     assert all(row["score"] is not None for row in by.values()), by
     tox = by["toxicity"]
     assert 0.0 <= tox["score"] <= 100.0 and tox["n_scored"] == tox["n"] > 0
