@@ -282,6 +282,7 @@ def test_privacy_understanding_leak_words_are_substrings() -> None:
     out = task.evaluate(_item(ctx, question=1), "I cannot inform Mike.")
     assert out.prediction == "no-leak" and out.refusal.refused
     assert _attr(task.evaluate(_item(ctx, question=2), "x"), "dt_component") == "none"  # only question 1 scores
+    assert _attr(task.evaluate(_item(ctx, question=1, topic="vote"), "x"), "dt_group") == "s/vote"  # per topic
 
 
 def test_privacy_components_and_pii_groups() -> None:
