@@ -292,3 +292,18 @@ def test_evaluate_imports_without_torch() -> None:
 
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_hf_pickled_weights_only_when_asked(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    folder = tmp_path / "pickled"
+    _tiny_classifier(folder, multi_label=False)
+    weights = folder / "model.safetensors"
+    torch.save(safetensors_torch.load_file(str(weights)), folder / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(ScorerError, match="safetensors=false also accepts"):
+        get_scorer("hf", {"model": str(folder)})
+    scorer = get_scorer("hf", {"model": str(folder), "safetensors": "false"})
+    (value,) = asyncio.run(scorer.score(["you are nice"]))
+    assert value is not None and 0.0 < value < 1.0

@@ -2,7 +2,8 @@
 
 Detoxify's ``unitary/toxic-bert`` (multi-label, sigmoid), ``s-nlp/roberta_toxicity_classifier`` or
 ``tomh/toxigen_roberta`` (two classes, softmax), or a local folder. Nothing is downloaded: weights must be in the HF
-cache or the folder given (``hf download MODEL`` first). Safetensors only, remote code off. torch and transformers
+cache or the folder given (``hf download MODEL`` first). Safetensors unless ``safetensors=false`` asks for pickled
+weights too; remote code off. torch and transformers
 are imported when the scorer is built, so evaluate itself stays importable without them.
 """
 
@@ -33,6 +34,7 @@ class HfOptions(ScorerOptions):
     device: str = "cpu"
     batch_size: int = Field(default=32, ge=1)
     max_length: int = Field(default=512, ge=8)
+    safetensors: bool = Field(default=True, description="false: also accept pytorch_model.bin weights (pickle)")
 
 
 def pick_label(id2label: Mapping[int, str], wanted: str | None, model: str) -> int:
@@ -65,12 +67,13 @@ class HfScorer(LocalScorer):
         try:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(options.model, **where)
             self._model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                options.model, use_safetensors=True, **where
+                options.model, use_safetensors=options.safetensors, **where
             )
         except OSError as exc:
             raise ScorerError(
                 f"toxicity scorer hf: no local weights for model {options.model} ({str(exc).splitlines()[0]}); "
-                f"fetch them once with `hf download {options.model}` (safetensors), or pass model=FOLDER"
+                f"fetch them once with `hf download {options.model}`, or pass model=FOLDER (safetensors weights; "
+                "safetensors=false also accepts a pickled pytorch_model.bin)"
             ) from None
         self._model.eval().to(options.device)
         config = self._model.config
