@@ -10,7 +10,7 @@ import pytest
 from comptrust_core import RECORDS_DIR, ConfigError
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, RetryPolicy, evaluate, read_records
 from comptrust_evaluate.cli import build_config, parser
-from comptrust_evaluate.scorers import ToxicityScorer, toxicity_scorer
+from comptrust_evaluate.scorers import ScorerError, ToxicityScorer, toxicity_scorer
 from comptrust_evaluate.testing import FakeEndpoint
 
 FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02)
@@ -100,3 +100,30 @@ def test_cli_toxicity_flags() -> None:
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         build_config(bad)
     assert parser().parse_args(["--endpoint", "u", "--suite", "quick", "--out", "x"]).toxicity_scorer == "offline"
+
+
+class BrokenScorer(LengthScorer):
+    """Rejects the key on the first text, as Perspective does with a 403."""
+
+    name: ClassVar[str] = "test-broken"
+
+    async def score(self, texts: Sequence[str]) -> list[float | None]:
+        raise ScorerError("Perspective API rejected the key in $SOME_VAR (HTTP 403)")
+
+
+@toxicity_scorer("test-broken")
+def _broken(options: Mapping[str, Any]) -> ToxicityScorer:
+    return BrokenScorer()
+
+
+def test_a_scorer_failure_stops_the_run_with_its_error_and_keeps_finished_records(
+    fake: FakeEndpoint, tmp_path: Path
+) -> None:
+    with pytest.raises(ScorerError, match="rejected the key"):
+        _run(tmp_path, fake, "test-broken")
+    (path,) = sorted((tmp_path / "run" / RECORDS_DIR).glob("*.ndjson"))
+    kept = read_records(path)
+    assert all(r.task != "toxicity" for r in kept)  # an unscored toxicity record is never written
+    records = _run(tmp_path, fake, "test-length")  # rerun with a working scorer: resumes, then scores toxicity
+    assert {r.key for r in kept} <= {r.key for r in records}
+    assert all(any(s.name == "toxicity" for s in r.scores) for r in records if r.task == "toxicity")
