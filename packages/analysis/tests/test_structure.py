@@ -192,3 +192,10 @@ def test_mixed_toxicity_scorers_are_refused(tmp_path: Path) -> None:
     records = [_tox("0", 0.1, 0, scorer="offline"), _tox("1", 0.2, 0, scorer="perspective")]
     with pytest.raises(ConfigError, match="different scorers \\(offline, perspective\\)"):
         scores_of(tmp_path, records)
+
+
+def test_other_tasks_keep_the_plain_item_mean(tmp_path: Path) -> None:
+    # MMLU is micro-averaged over all questions, whatever subject (sub-scenario) they belong to
+    records = [rec("mmlu", str(i), sub="anatomy", score=1.0) for i in range(3)]
+    records.append(rec("mmlu", "0", sub="virology", score=0.0))
+    assert scores_of(tmp_path, records)["mmlu"]["score"] == pytest.approx(75.0)
