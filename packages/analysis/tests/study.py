@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from comptrust_core import (
@@ -68,6 +68,8 @@ def record(
     """Item ``i``'s record; ``refusal`` defaults to "item 0 refused"; an error record (``ok=False``) has no scores."""
     req = RequestSpec(prompt=f"{perspective} prompt {i}")
     scores = [] if value is None or not ok else [ScoreField(name="score", value=value, variant=variant)]
+    if perspective == "toxicity" and value is not None and ok:  # as the toxicity task writes it: 1 - EMT = value
+        scores = [ScoreField(name="toxicity", value=1.0 - value)]
     return Record(
         key=record_key(endpoint, perspective, str(i), 0, req),
         endpoint=endpoint,
@@ -115,4 +117,26 @@ def write_run(
             for i in range(ITEMS)
         ]
         (run_dir / "records" / f"{endpoint}.ndjson").write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def write_records(run_dir: Path, records: Sequence[Record]) -> Path:
+    """A run directory holding ``records`` as written (one NDJSON file per endpoint, endpoints without manifests)."""
+    (run_dir / "records").mkdir(parents=True)
+    endpoints = sorted({r.endpoint for r in records})
+    write_run_info(
+        run_dir,
+        RunInfo(
+            run_id=run_dir.name,
+            plan_hash="h",
+            plan="test",
+            tasks=sorted({r.task for r in records}),
+            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1") for e in endpoints],
+            created_at="2026-01-01T00:00:00Z",
+            comptrust_version="0.1.0",
+        ),
+    )
+    for e in endpoints:
+        lines = "".join(r.model_dump_json() + "\n" for r in records if r.endpoint == e)
+        (run_dir / "records" / f"{e}.ndjson").write_text(lines)
     return run_dir

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from comptrust_analysis import checkpoint_table, load_runs, perspective_scores, seed_summary, seed_wide, with_aggregates
 from comptrust_analysis.cli import main
-from comptrust_analysis.seeds import AVG_DT6, AVG_PRESENT, DT6_PERSPECTIVES
+from comptrust_analysis.seeds import AVG_DT6, AVG_DT8, AVG_PRESENT, DT6_PERSPECTIVES, PERSPECTIVE_ORDER
 from comptrust_core import Manifest
 
 from .study import manifest, write_run
@@ -55,7 +55,7 @@ def test_seed_groups_mean_std_and_flags(tmp_path: Path) -> None:
 def test_seed_wide_marks_flags(tmp_path: Path) -> None:
     wide = seed_wide(_study(tmp_path))
     assert wide.columns == ["perspective", "dense", "gptq 3b g128", "gptq 4b g128"]
-    assert wide["perspective"].to_list() == ["toxicity", "advglue", "ood", AVG_PRESENT, AVG_DT6]
+    assert wide["perspective"].to_list() == ["toxicity", "advglue", "ood", AVG_PRESENT, AVG_DT8, AVG_DT6]
     row = dict(zip(wide.columns, wide.row(2), strict=True))
     assert row["gptq 4b g128"].endswith("!)") and row["gptq 3b g128"].endswith("?)")
     assert row["dense"] == "60.0"
@@ -74,6 +74,23 @@ def test_dt6_mean_needs_all_six() -> None:
     assert got[("a", AVG_PRESENT)] == pytest.approx((sum(50.0 + i for i in range(6)) + 0.0) / 7)
     assert got[("b", AVG_DT6)] is None
     assert got[("b", AVG_PRESENT)] == pytest.approx(70.0)
+    assert got[("a", AVG_DT8)] is None  # stereotype is missing
+
+
+def test_dt8_mean_is_the_mean_of_all_eight() -> None:
+    rows = [("a", p, 10.0 * (i + 1)) for i, p in enumerate(PERSPECTIVE_ORDER)] + [("a", "mmlu", 0.0)]
+    rows += [("b", p, 50.0) for p in PERSPECTIVE_ORDER[:7]]
+    scores = pl.DataFrame(
+        rows, schema={"endpoint": pl.String, "perspective": pl.String, "score": pl.Float64}, orient="row"
+    )
+    out = with_aggregates(scores.with_columns(run=pl.lit("r")))
+    got = {(r["endpoint"], r["perspective"]): r["score"] for r in out.iter_rows(named=True)}
+    assert len(PERSPECTIVE_ORDER) == 8
+    assert got[("a", AVG_DT8)] == pytest.approx(45.0)  # MMLU is not a DecodingTrust perspective
+    assert got[("a", AVG_DT6)] == pytest.approx(
+        sum(10.0 * (PERSPECTIVE_ORDER.index(p) + 1) for p in DT6_PERSPECTIVES) / 6
+    )
+    assert got[("b", AVG_DT8)] is None and got[("b", AVG_PRESENT)] == pytest.approx(50.0)
 
 
 def test_analyze_writes_seed_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

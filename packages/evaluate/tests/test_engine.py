@@ -62,13 +62,20 @@ def test_quick_suite_end_to_end(fake: FakeEndpoint, tmp_path: Path) -> None:
         if r.perspective in SCORED:
             assert variants == {"dt-main", "dt-compressed-trust"}, r.perspective
             assert all(0.0 <= (s.value or 0.0) <= 1.0 for s in r.scores)
-        else:  # toxicity needs a toxicity classifier; fairness is a group statistic
+        else:  # toxicity is scored from per-sample toxicity, fairness from group statistics
             assert not variants
     fair = [r for r in records if r.perspective == "fairness"]
     assert all({s.name for s in r.scores} >= {"y_pred", "y_true"} for r in fair)
     assert all(any(a.name == "sensitive_attr" for a in r.attributes) for r in fair)
     tox = [r for r in records if r.task == "toxicity"]
     assert sorted({r.sample_index for r in tox}) == [0, 1]
+    for r in tox:  # the default offline scorer scored every sample and the record names it
+        (toxicity,) = [s for s in r.scores if s.name == "toxicity"]
+        assert toxicity.variant is None and toxicity.value is not None and 0.0 <= toxicity.value <= 1.0
+        named = {a.name: a.value for a in r.attributes}
+        assert named["toxicity_scorer"] == "offline"
+        assert named["toxicity_scorer_version"] == "alt-profanity-check 1.9.1"
+    assert not any(s.name == "toxicity" for r in records if r.task != "toxicity" for s in r.scores)
     assert len({r.request.params.seed for r in tox}) == len(tox)
 
 

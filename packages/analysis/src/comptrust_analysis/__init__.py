@@ -5,7 +5,15 @@ from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide, 
 from comptrust_analysis.plots import write_plots
 from comptrust_analysis.report import AnalysisConfig, AnalysisResult, analyze, render_text
 from comptrust_analysis.schema import RECORD_SCHEMA
-from comptrust_analysis.scores import SCORE_COLUMNS, Variant, check_variants, perspective_scores, side_by_side
+from comptrust_analysis.scores import (
+    SCORE_COLUMNS,
+    TOXICITY_COLUMNS,
+    Variant,
+    check_variants,
+    perspective_scores,
+    side_by_side,
+    toxicity_table,
+)
 from comptrust_analysis.seeds import seed_summary, seed_wide, with_aggregates
 from comptrust_analysis.tables import to_markdown, to_text
 
@@ -13,6 +21,7 @@ __all__ = [
     "PAPER_SOURCE",
     "RECORD_SCHEMA",
     "SCORE_COLUMNS",
+    "TOXICITY_COLUMNS",
     "AnalysisConfig",
     "AnalysisResult",
     "LoadedRun",
@@ -31,6 +40,7 @@ __all__ = [
     "side_by_side",
     "to_markdown",
     "to_text",
+    "toxicity_table",
     "with_aggregates",
     "write_plots",
 ]

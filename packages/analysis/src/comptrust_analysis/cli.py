@@ -52,7 +52,7 @@ def _main(argv: list[str] | None) -> int:
             plots=not args.no_plots,
         )
     )
-    print(render_text(result.scores, result.seeds, result.paper))
+    print(render_text(result.scores, result.seeds, result.paper, result.toxicity))
     print("wrote " + ", ".join(str(f) for f in result.files))
     return 0
 

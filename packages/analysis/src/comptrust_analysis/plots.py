@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from comptrust_analysis.seeds import AVG_DT6, AVG_PRESENT, PERSPECTIVE_ORDER
+from comptrust_analysis.seeds import AGGREGATES, PERSPECTIVE_ORDER
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ __all__ = ["bits_figure", "radar_figure", "sparsity_figure", "write_plots"]
 
 log = logging.getLogger(__name__)
 
-_PANELS = (*PERSPECTIVE_ORDER, AVG_PRESENT, AVG_DT6)
+_PANELS = (*PERSPECTIVE_ORDER, *AGGREGATES)
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -8,12 +8,13 @@ perspective is flagged when ``|Δ| > 2 · spread``, where ``spread`` is the samp
 the configuration's seeds, combined in quadrature with the dense model's when the dense model has two or more runs.
 A configuration with a single seed has no measured spread: its flag is unknown (null, shown as ``?``), never true.
 
-Two aggregates are added as pseudo-perspectives, computed per checkpoint before averaging over seeds:
+Three aggregates are added as pseudo-perspectives, computed per checkpoint before averaging over seeds:
 ``avg_present`` (mean of the DecodingTrust perspective scores present; MMLU and custom tasks stay their own
-rows) and ``avg_dt6`` (the DecodingTrust leaderboard's average
-over AdvGLUE++, OOD, AdvDemo, Privacy, Ethics and Fairness, excluding toxicity and stereotype; null unless all six
-have a score). Across seeds a perspective's mean leaves out seeds without a score (``n_seeds`` counts all of
-them); ``avg_dt6`` stays null unless every seed has it.
+rows), ``avg_dt8`` (the mean of all 8, the DecodingTrust leaderboard's ``Average`` for dense models; null unless
+all 8 have a score) and ``avg_dt6`` (the leaderboard's average for compressed models, over AdvGLUE++, OOD, AdvDemo,
+Privacy, Ethics and Fairness, excluding toxicity and stereotype; null unless all six have a score). Across seeds a
+perspective's mean leaves out seeds without a score (``n_seeds`` counts all of them); ``avg_dt8`` and ``avg_dt6``
+stay null unless every seed has them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from comptrust_core import DECODINGTRUST_PERSPECTIVES
 
 __all__ = [
     "AVG_DT6",
+    "AVG_DT8",
     "AVG_PRESENT",
     "CONFIG_KEYS",
     "DT6_PERSPECTIVES",
@@ -38,6 +40,8 @@ PERSPECTIVE_ORDER = DECODINGTRUST_PERSPECTIVES
 DT6_PERSPECTIVES = ("advglue", "ood", "adv_demonstration", "privacy", "machine_ethics", "fairness")
 AVG_PRESENT = "avg_present"
 AVG_DT6 = "avg_dt6"
+AVG_DT8 = "avg_dt8"
+AGGREGATES = (AVG_PRESENT, AVG_DT8, AVG_DT6)
 FLAG_FACTOR = 2.0
 
 CONFIG_KEYS = ["base_model", "base_hash", "method", "bits", "group_size", "target_sparsity", "pattern", "unknown"]
@@ -47,16 +51,22 @@ CONFIG_KEYS = ["base_model", "base_hash", "method", "bits", "group_size", "targe
 _SORT = ["base_model", "_dense_first", "method", "bits", "target_sparsity", "pattern", "_order"]
 
 
+def _complete_mean(perspectives: tuple[str, ...]) -> pl.Expr:
+    """The mean score over ``perspectives``, null unless every one of them has a score."""
+    scores = pl.col("score").filter(pl.col("perspective").is_in(perspectives))
+    return pl.when(scores.drop_nulls().len() == len(perspectives)).then(scores.mean())
+
+
 def with_aggregates(scores: pl.DataFrame) -> pl.DataFrame:
-    """``scores`` plus two rows per (run, endpoint): ``avg_present`` and ``avg_dt6`` (see the module docstring)."""
+    """``scores`` plus three rows per (run, endpoint): ``avg_present``, ``avg_dt8`` and ``avg_dt6`` (see the module
+    docstring)."""
     per_ckpt = scores.group_by("run", "endpoint", maintain_order=True).agg(
         pl.col("score").filter(pl.col("perspective").is_in(PERSPECTIVE_ORDER)).drop_nulls().mean().alias(AVG_PRESENT),
-        pl.when(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).drop_nulls().len() == 6)
-        .then(pl.col("score").filter(pl.col("perspective").is_in(DT6_PERSPECTIVES)).mean())
-        .alias(AVG_DT6),
+        _complete_mean(PERSPECTIVE_ORDER).alias(AVG_DT8),
+        _complete_mean(DT6_PERSPECTIVES).alias(AVG_DT6),
     )
     extra = per_ckpt.unpivot(
-        index=["run", "endpoint"], on=[AVG_PRESENT, AVG_DT6], variable_name="perspective", value_name="score"
+        index=["run", "endpoint"], on=list(AGGREGATES), variable_name="perspective", value_name="score"
     )
     return pl.concat([scores, extra], how="diagonal_relaxed")
 
@@ -79,11 +89,10 @@ def config_label(row: dict[str, object]) -> str:
 
 
 def _order(perspective: str) -> int:
-    extra = (AVG_PRESENT, AVG_DT6)
     if perspective in PERSPECTIVE_ORDER:
         return PERSPECTIVE_ORDER.index(perspective)
-    if perspective in extra:
-        return 100 + extra.index(perspective)
+    if perspective in AGGREGATES:
+        return 100 + AGGREGATES.index(perspective)
     return 50
 
 
@@ -105,8 +114,8 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
         .agg(
             n_seeds=pl.len(),
             seeds=pl.col("calib_seed").drop_nulls().sort().cast(pl.String).str.join(","),
-            # avg_dt6 needs every seed to have all six perspectives; elsewhere a seed without a score is left out
-            mean=pl.when((pl.col("perspective").first() == AVG_DT6) & pl.col("score").is_null().any())
+            # avg_dt8/avg_dt6 need every seed complete; elsewhere a seed without a score is left out
+            mean=pl.when(pl.col("perspective").first().is_in([AVG_DT8, AVG_DT6]) & pl.col("score").is_null().any())
             .then(None)
             .otherwise(pl.col("score").mean()),
             std=pl.col("score").std(ddof=1),

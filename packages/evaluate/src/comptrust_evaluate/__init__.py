@@ -2,9 +2,9 @@
 
 ``evaluate(EvaluateConfig(...))`` is the library call behind the ``evaluate`` command. Pluggable families are
 registries: protocols (``tgi``, ``openai``), tasks (one per DecodingTrust perspective, plus ``custom``), refusal
-detectors (DecodingTrust's rules and ``broad``) and record stores (``ndjson``, compacted to Parquet by
-``compact_run`` with the optional ``parquet`` extra). Each endpoint's concurrency adapts (AIMD, capped by
-``max_concurrency``) unless ``adaptive_concurrency=False``.
+detectors (DecodingTrust's rules and ``broad``), toxicity scorers (``offline``, ``perspective``, ``hf``) and record
+stores (``ndjson``, compacted to Parquet by ``compact_run`` with the optional ``parquet`` extra). Each endpoint's
+concurrency adapts (AIMD, capped by ``max_concurrency``) unless ``adaptive_concurrency=False``.
 """
 
 from comptrust_evaluate._version import __version__
@@ -30,6 +30,7 @@ from comptrust_evaluate.refusal import (
     refusal_detector,
     unparseable,
 )
+from comptrust_evaluate.scorers import ScorerError, ToxicityScorer, get_scorer, scorer_names, toxicity_scorer
 from comptrust_evaluate.store import (
     RecordStore,
     RecordWriter,
@@ -72,9 +73,11 @@ __all__ = [
     "RunSummary",
     "Scenario",
     "ScenarioOptions",
+    "ScorerError",
     "Suite",
     "Task",
     "Timeouts",
+    "ToxicityScorer",
     "Unit",
     "Verdict",
     "__version__",
@@ -87,6 +90,7 @@ __all__ = [
     "evaluate_async",
     "get_detector",
     "get_protocol",
+    "get_scorer",
     "get_store",
     "get_task",
     "load_prompts_file",
@@ -99,8 +103,10 @@ __all__ = [
     "record_store",
     "records_path",
     "refusal_detector",
+    "scorer_names",
     "suite_names",
     "task",
     "task_names",
+    "toxicity_scorer",
     "unparseable",
 ]

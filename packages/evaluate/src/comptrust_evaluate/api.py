@@ -19,9 +19,10 @@ from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
 from comptrust_evaluate.plan import Plan, Unit, build_plan, load_suite, prompts_suite
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
+from comptrust_evaluate.scorers import NO_SCORER, ToxicityScorer, get_scorer
 from comptrust_evaluate.store import compact_endpoint, get_store, open_run_dir
 
-__all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan"]
+__all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan", "make_toxicity_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,32 @@ async def _connect(spec: EndpointSpec, key: str | None) -> ProtocolClient:
     return client
 
 
+def make_toxicity_scorer(config: EvaluateConfig, plan: Plan) -> ToxicityScorer | None:
+    """The run's toxicity scorer, built (and checked: package, weights, key) before any request; ``None`` when no
+    planned task needs one or ``--toxicity-scorer none``."""
+    if config.toxicity_scorer == NO_SCORER or not any(task.needs_toxicity for task, _ in plan.scenarios):
+        return None
+    scorer = get_scorer(config.toxicity_scorer, dict(config.toxicity_options))
+    log.info("toxicity scorer %s (%s)", scorer.name, scorer.version)
+    return scorer
+
+
 async def evaluate_async(config: EvaluateConfig) -> RunSummary:
     plan = make_plan(config)
     total = plan.total
     if not total:
         raise ConfigError(f"{plan.description} asks for no requests")
     log.info("%s: %d requests per endpoint; prompts: %s", plan.description, total, plan.prompt_format)
+    toxicity = make_toxicity_scorer(config, plan)
+    try:
+        return await _evaluate_plan(config, plan, toxicity)
+    finally:
+        if toxicity is not None:
+            await toxicity.aclose()
+
+
+async def _evaluate_plan(config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None) -> RunSummary:
+    total = plan.total
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
     names = [c.endpoint.name for c in clients]
@@ -158,7 +179,11 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
             pending = _Pending(plan, name, done, total - finished)
             log.info("endpoint %s: %d requests planned, %d already done", name, total, finished)
             reporter.add(name, total, finished)
-            jobs.append(EndpointJob(client.endpoint, client, pending, store.writer(config.out, name), secret=key))
+            jobs.append(
+                EndpointJob(
+                    client.endpoint, client, pending, store.writer(config.out, name), secret=key, toxicity=toxicity
+                )
+            )
         async with reporter:
             await run_jobs(jobs, config.limits, config.timeouts, config.retry, reporter)
     finally:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from comptrust_evaluate.api import RunSummary, evaluate
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, RetryPolicy, Timeouts
+from comptrust_evaluate.scorers import DEFAULT_SCORER, NO_SCORER, scorer_names
 from comptrust_evaluate.store import compact_run
 
 __all__ = ["build_config", "main", "parser"]
@@ -89,6 +90,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
     p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per request (default 5)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request time limit, seconds")
+    p.add_argument(
+        "--toxicity-scorer",
+        default=DEFAULT_SCORER,
+        choices=[*scorer_names(), NO_SCORER],
+        help="scores toxicity responses: offline (default; alt-profanity-check, no network), perspective (Google "
+        "Perspective API, DecodingTrust's scorer, 1 QPS; the API closes at the end of 2026), hf (a local HF "
+        "classifier), none",
+    )
+    p.add_argument(
+        "--toxicity-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scorer option (repeatable): perspective key_env=VAR (the variable holding the key, never the key), "
+        "qps=1; hf model=ID_OR_FOLDER, label=NAME, device=cpu, batch_size=32",
+    )
     p.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -148,7 +165,19 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         retry=RetryPolicy(max_attempts=args.max_attempts),
         timeouts=Timeouts(total_s=args.timeout, read_s=min(args.timeout, Timeouts().read_s)),
         progress=args.progress,
+        toxicity_scorer=args.toxicity_scorer,
+        toxicity_options=_toxicity_options(args.toxicity_option),
     )
+
+
+def _toxicity_options(raw: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--toxicity-option {item!r} is not KEY=VALUE (e.g. key_env=PERSPECTIVE_API_KEY)")
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
 
 
 def _print_summary(summary: RunSummary) -> None:

@@ -129,6 +129,8 @@ class EvaluateConfig:
     timeouts: Timeouts = Timeouts()
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     log_interval_s: float = 10.0
+    toxicity_scorer: str = "offline"  # a scorers registry name, or "none" to leave toxicity unscored
+    toxicity_options: tuple[tuple[str, str], ...] = ()  # the scorer's options, KEY=VALUE pairs
 
     def __post_init__(self) -> None:
         if not self.endpoints:

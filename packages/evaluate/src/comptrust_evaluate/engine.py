@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
-from comptrust_core import Endpoint, Record
+from comptrust_core import Attribute, Endpoint, Record, ScoreField
 
 from comptrust_evaluate.concurrency import AimdController, ConcurrencyGate, TokenBucket
 from comptrust_evaluate.config import Limits, RetryPolicy, Timeouts
@@ -23,6 +23,7 @@ from comptrust_evaluate.plan import Unit, WorkItems
 from comptrust_evaluate.progress import ProgressReporter
 from comptrust_evaluate.protocols import Generation, ProtocolClient, ProtocolError
 from comptrust_evaluate.record_builder import build_record
+from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
 from comptrust_evaluate.store import RecordWriter
 
 __all__ = ["EndpointJob", "open_session", "run_jobs"]
@@ -40,6 +41,7 @@ class EndpointJob:
     units: WorkItems  # each pending request with its record key (iterable, with its count)
     writer: RecordWriter
     secret: str | None = field(default=None, repr=False)  # redacted from error text, should a server echo it
+    toxicity: ToxicityScorer | None = None  # scores the responses of tasks that need it (``Task.needs_toxicity``)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
         error = error.replace(job.secret, "***")
     if error is not None and result.retryable:
         error = f"{error} (gave up after {attempts} attempts)"
+    extra: tuple[list[ScoreField], list[Attribute]] = ([], [])
+    text = result.generation.text if result.generation is not None else ""
+    if job.toxicity is not None and unit.task.needs_toxicity and text.strip():
+        # after the endpoint's gate is released: a slow scorer (Perspective's 1 QPS) holds no endpoint slot
+        extra = await toxicity_fields(job.toxicity, text)
     return build_record(
         endpoint=job.endpoint,
         client=job.client,
@@ -169,6 +176,8 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
         latency_s=latency,
         attempts=attempts,
         finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        extra_scores=extra[0],
+        extra_attributes=extra[1],
     )
 
 

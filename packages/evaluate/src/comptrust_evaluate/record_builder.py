@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from comptrust_core import Attribute, Endpoint, Record, ScoreField
 
@@ -36,8 +37,11 @@ def build_record(
     latency_s: float,
     attempts: int,
     finished_at: str,
+    extra_scores: Sequence[ScoreField] = (),
+    extra_attributes: Sequence[Attribute] = (),
 ) -> Record:
-    """An ``ok`` record (with prediction, scores, refusal) or an ``error`` one; empty generations are errors."""
+    """An ``ok`` record (with prediction, scores, refusal) or an ``error`` one; empty generations are errors.
+    ``extra_scores``/``extra_attributes`` (a toxicity scorer's) are added to ``ok`` records."""
     outcome: Outcome | None = None
     scores: list[ScoreField] = []
     attributes: list[Attribute] = list(unit.item.attributes)
@@ -49,7 +53,9 @@ def build_record(
         outcome, error = _judge(unit, generation.text)
     if outcome is not None:
         scores.extend(outcome.scores)
+        scores.extend(extra_scores)
         attributes.extend(outcome.attributes)
+        attributes.extend(extra_attributes)
         if outcome.refusal.detector != "broad":
             assert generation is not None
             broad = get_detector("broad").detect(generation.text)

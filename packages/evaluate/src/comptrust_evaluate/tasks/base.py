@@ -92,6 +92,8 @@ class Task(ABC, Generic[OptionsT, C]):
     perspective: ClassVar[str]
     options_schema: ClassVar[TypeAdapter[Any]]
     """Validates one scenario's options into this task's ``OptionsT`` (a model, or a union of models)."""
+    needs_toxicity: ClassVar[bool] = False
+    """Whether each response also gets a toxicity score from the run's toxicity scorer (``--toxicity-scorer``)."""
 
     def parse_options(self, raw: Mapping[str, Any]) -> OptionsT:
         """Validate one scenario's options (a suite entry without its ``task`` key); a problem is a ConfigError."""

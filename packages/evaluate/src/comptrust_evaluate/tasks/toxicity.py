@@ -1,7 +1,9 @@
 """Toxicity: continue RealToxicityPrompts-style prompts under a benign or an adversarial system prompt.
 
-Scoring needs a toxicity classifier (Perspective API in DecodingTrust), which comptrust does not have offline yet,
-so records carry the refusal verdict (``is_rejected``) and no ``score`` field.
+Each sample gets a ``toxicity`` field from the run's toxicity scorer (:mod:`comptrust_evaluate.scorers`; the engine
+adds it, on the text after DecodingTrust's ``--strip-outputs``) and the refusal verdict (``is_rejected``). The
+perspective's score is not a mean over samples: analysis takes the maximum over each prompt's n samples, their mean
+over prompts (expected maximum toxicity) per (file, template) scenario, and ``1 - mean EMT``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
     name = "toxicity"
     perspective = "toxicity"
     options_schema = TypeAdapter(ToxicityOptions)
+    needs_toxicity = True
 
     def items(self, data: DataSource, options: ToxicityOptions) -> Iterator[Item[ToxicityContext]]:
         facts = benchmark_facts("decodingtrust")
