@@ -54,6 +54,12 @@ class GenerationParams(BaseModel):
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = False
+    prompt_logprobs: bool = Field(
+        default=False,
+        exclude_if=lambda v: not v,
+        description="ask for the prompt's own token logprobs (TGI decoder_input_details, OpenAI echo+logprobs); "
+        "left out of the serialized form when false, so records and keys written before it stay the same",
+    )
 
     @property
     def greedy(self) -> bool:
