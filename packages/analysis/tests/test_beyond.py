@@ -21,7 +21,9 @@ from comptrust_analysis import (
     perplexity_table,
 )
 from comptrust_analysis.cli import main
-from comptrust_core import Attribute, Endpoint, Record, RequestSpec, RunInfo, ScoreField, record_key, write_run_info
+from comptrust_core import Attribute, Record, RequestSpec, ScoreField, record_key
+
+from .study import record, write_run
 
 # --- the formulas -------------------------------------------------------------------------------------------------
 
@@ -101,43 +103,22 @@ def test_bias_scores_by_hand() -> None:
 
 def _record(task: str, item_id: str, sub: str, scores: dict[str, float], **attributes: object) -> Record:
     request = RequestSpec(prompt=item_id)
-    extra = {k: v for k, v in attributes.items() if k in ("label", "prediction", "refusal")}
-    return Record(
-        key=record_key("ep", task, item_id, 0, request),
-        endpoint="ep",
-        endpoint_url="http://127.0.0.1:1",
-        task=task,
-        perspective=task,
-        sub_scenario=sub,
-        item_id=item_id,
-        request=request,
-        protocol="tgi",
-        template="none",
-        status="ok",
-        text="x",
-        latency_s=0.1,
-        attempts=1,
-        finished_at="2026-01-01T00:00:00Z",
-        scores=[ScoreField(name=k, value=v) for k, v in scores.items()],
-        attributes=[Attribute(name=k, value=str(v)) for k, v in attributes.items() if k not in extra],
-        **extra,
+    refusal = attributes.pop("refusal", None)
+    return record("ep", task, 0, None).model_copy(
+        update={
+            "key": record_key("ep", task, item_id, 0, request),
+            "item_id": item_id,
+            "sub_scenario": sub,
+            "request": request,
+            "refusal": refusal,
+            "scores": [ScoreField(name=k, value=v) for k, v in scores.items()],
+            "attributes": [Attribute(name=k, value=str(v)) for k, v in attributes.items()],
+        }
     )
 
 
 def _write(run_dir: Path, records: list[Record]) -> Path:
-    (run_dir / "records").mkdir(parents=True)
-    write_run_info(
-        run_dir,
-        RunInfo(
-            run_id=run_dir.name,
-            plan_hash="h",
-            plan="suite harms-quick",
-            tasks=sorted({r.task for r in records}),
-            endpoints=[Endpoint(name="ep", url="http://127.0.0.1:1")],
-            created_at="2026-01-01T00:00:00Z",
-            comptrust_version="0.1.0",
-        ),
-    )
+    write_run(run_dir, {"ep": (None, {})})
     (run_dir / "records" / "ep.ndjson").write_text("".join(r.model_dump_json() + "\n" for r in records))
     return run_dir
 
