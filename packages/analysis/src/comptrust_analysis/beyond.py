@@ -14,6 +14,7 @@ where a biased answer names the bias target in a negative question and the non-t
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ __all__ = [
     "perplexity_table",
     "render_beyond",
 ]
+
+log = logging.getLogger(__name__)
 
 Scoring = Literal["unnormalized", "length-normalized"]
 Rule = Literal["bbq", "beyond-perplexity"]
@@ -193,10 +196,12 @@ def _bbq_answers(df: pl.DataFrame, scoring: Scoring, rule: Rule) -> dict[tuple[s
         key = (row["run"], row["endpoint"], row["category"])
         questions.setdefault(key, {}).setdefault(row["question"], {})[row["option"]] = row
     out: dict[tuple[str, str, str], list[BbqAnswer]] = {}
+    incomplete = 0
     for key, by_question in questions.items():
         for options in by_question.values():
             if set(options) != {"context", "0", "1", "2"}:
-                continue  # cut short by --limit, or an error record: the question is not scored
+                incomplete += 1  # cut short by --limit, or an error record: the question is not scored
+                continue
             ctx = options["context"]
             best, best_score = -1, -math.inf
             for i in range(3):
@@ -215,6 +220,10 @@ def _bbq_answers(df: pl.DataFrame, scoring: Scoring, rule: Rule) -> dict[tuple[s
                     role=str(chosen[role]),
                 )
             )
+    if incomplete:
+        log.warning(
+            "BBQ: %d questions lack one of their four records (--limit, or errors) and are not scored", incomplete
+        )
     return out
 
 
