@@ -217,6 +217,8 @@ def test_analyze_writes_and_prints_the_beyond_tables(tmp_path: Path, capsys: pyt
     for stem, ext in itertools.product(result.beyond, (".parquet", ".csv", ".md")):
         assert f"beyond_{stem}{ext}" in names
     assert "| Age |" in (result.out_dir / "beyond_bbq.md").read_text()
+    page = (result.out_dir / "report.html").read_text()
+    assert "BBQ accuracy and bias scores" in page and "MMLU 5-shot" in page
     assert main([str(run), "--no-plots", "--out", str(tmp_path / "again")]) == 0
     printed = capsys.readouterr().out
     assert "BBQ accuracy and bias scores" in printed and "dialect perplexity gap" in printed

@@ -29,6 +29,7 @@ __all__ = [
     "BbqAnswer",
     "BiasScores",
     "bbq_table",
+    "beyond_html",
     "beyond_tables",
     "bias_scores",
     "dialect_gap_table",
@@ -286,3 +287,8 @@ def render_beyond(tables: dict[str, pl.DataFrame], markdown: bool = False) -> st
         parts.append(f"## {title}\n" if markdown else f"{title}\n")
         parts.append((to_markdown if markdown else to_text)(_readable(table)))
     return "\n".join(parts)
+
+
+def beyond_html(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables under their titles, floats to 4 significant digits, for the HTML report."""
+    return {TITLES.get(name, name): _readable(table) for name, table in tables.items()}

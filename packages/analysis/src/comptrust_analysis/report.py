@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 from comptrust_core import ConfigError, atomic_write_text
 
-from comptrust_analysis.beyond import beyond_tables, render_beyond
+from comptrust_analysis.beyond import beyond_html, beyond_tables, render_beyond
 from comptrust_analysis.html_report import render_html, sample_responses
 from comptrust_analysis.load import checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
@@ -185,6 +185,7 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         seed_legend=SEED_LEGEND,
         paper=paper,
         paper_legend=PAPER_LEGEND,
+        tables=beyond_html(beyond),
     )
     atomic_write_text(report, page)
     files += [*plots, report]
