@@ -173,6 +173,29 @@ def test_completions_and_models(serve_tiny: ServeFactory, tgi_schema: SchemaChec
     assert models["data"][0]["id"] == "tiny"
 
 
+def test_completions_echo_returns_the_prompt_logprobs_of_generate(serve_tiny: ServeFactory, loaded: Any) -> None:
+    url, _ = serve_tiny()
+    prompt = "The quick brown fox"
+    request = {"prompt": prompt, "max_tokens": 2, "temperature": 0, "echo": True, "logprobs": 0}
+    status, body = call(f"{url}/v1/completions", request)
+    assert status == 200, body
+    choice = body["choices"][0]
+    tgi = generate(url, prompt, max_new_tokens=2, details=True, decoder_input_details=True)["details"]
+    n_prompt = len(Codec(loaded.tokenizer).encode(prompt))
+    assert body["usage"]["prompt_tokens"] == n_prompt == len(tgi["prefill"])
+    assert choice["text"] == prompt + generate(url, prompt, max_new_tokens=2)["generated_text"]
+    lps = choice["logprobs"]["token_logprobs"]
+    assert len(lps) == len(choice["logprobs"]["tokens"]) == n_prompt + 2
+    assert lps[0] is None
+    assert lps[1:n_prompt] == pytest.approx([t["logprob"] for t in tgi["prefill"][1:]], abs=1e-5)
+    assert lps[n_prompt:] == pytest.approx([t["logprob"] for t in tgi["tokens"]], abs=1e-5)
+    status, plain = call(f"{url}/v1/completions", {**request, "logprobs": None})
+    assert status == 200 and plain["choices"][0]["logprobs"] is None and plain["choices"][0]["text"] == choice["text"]
+    for bad in ({**request, "logprobs": 2}, {"messages": [{"role": "user", "content": "hi"}], "echo": True}):
+        path = "/v1/chat/completions" if "messages" in bad else "/v1/completions"
+        assert call(f"{url}{path}", bad)[0] == 422
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

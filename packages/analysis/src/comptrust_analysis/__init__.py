@@ -1,5 +1,16 @@
 """comptrust-analysis: load evaluate run directories with Polars and turn them into scores, tables and reports."""
 
+from comptrust_analysis.beyond import (
+    BbqAnswer,
+    BiasScores,
+    bbq_table,
+    beyond_tables,
+    bias_scores,
+    dialect_gap_table,
+    mmlu_table,
+    perplexity_table,
+    render_beyond,
+)
 from comptrust_analysis.load import LoadedRun, checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide, paper_table
 from comptrust_analysis.plots import write_plots
@@ -24,16 +35,25 @@ __all__ = [
     "TOXICITY_COLUMNS",
     "AnalysisConfig",
     "AnalysisResult",
+    "BbqAnswer",
+    "BiasScores",
     "LoadedRun",
     "Variant",
     "analyze",
+    "bbq_table",
+    "beyond_tables",
+    "bias_scores",
     "check_variants",
     "checkpoint_table",
     "compare_paper",
     "compare_wide",
+    "dialect_gap_table",
     "load_runs",
+    "mmlu_table",
     "paper_table",
+    "perplexity_table",
     "perspective_scores",
+    "render_beyond",
     "render_text",
     "seed_summary",
     "seed_wide",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from comptrust_core import run_cli, setup_logging
 
+from comptrust_analysis.beyond import render_beyond
 from comptrust_analysis.report import AnalysisConfig, analyze, render_text
 
 __all__ = ["main"]
@@ -53,6 +54,8 @@ def _main(argv: list[str] | None) -> int:
         )
     )
     print(render_text(result.scores, result.seeds, result.paper, result.toxicity))
+    if result.beyond:
+        print(render_beyond(result.beyond))
     print("wrote " + ", ".join(str(f) for f in result.files))
     return 0
 

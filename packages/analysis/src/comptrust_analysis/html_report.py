@@ -1,6 +1,7 @@
 """One self-contained HTML report: inline CSS, plots as inline SVG, no script and no network, readable offline.
 
-Sections: the across-seeds table, scores side by side, refusal rates, the paper comparison (when asked for), the
+Sections: the across-seeds table, scores side by side, refusal rates, the paper comparison (when asked for), MMLU and
+the Beyond-Perplexity tables (when the runs hold them), the
 plots, and sample responses per perspective. Samples that may be offensive (every toxicity sample: its prompts are
 chosen to elicit toxic text) and refused samples are folded behind a ``<details>`` element with a warning.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -116,8 +118,10 @@ def render_html(
     seed_legend: str,
     paper: pl.DataFrame | None = None,
     paper_legend: str = "",
+    tables: Mapping[str, pl.DataFrame] | None = None,
 ) -> str:
-    """The report as one HTML string; ``plots`` are SVG files, inlined."""
+    """The report as one HTML string; ``plots`` are SVG files, inlined; ``tables`` (title → table) follow the
+    comparison sections (MMLU and the Beyond-Perplexity tables)."""
     refusal = scores.pivot(on="checkpoint", index="perspective", values="refusal_rate", aggregate_function="mean")
     sections = [
         "<h2>Across calibration seeds</h2>",
@@ -133,6 +137,8 @@ def render_html(
         sections.append(
             _table(compare_wide(paper)) if not paper.is_empty() else "<p>No configuration matches a paper row.</p>"
         )
+    for title, table in (tables or {}).items():
+        sections += [f"<h2>{html.escape(title)}</h2>", _table(table)]
     svgs = [p for p in plots if p.suffix == ".svg"]
     sections.append("<h2>Plots</h2>")
     if svgs:

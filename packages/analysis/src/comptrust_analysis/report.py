@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 from comptrust_core import ConfigError, atomic_write_text
 
+from comptrust_analysis.beyond import beyond_html, beyond_tables, render_beyond
 from comptrust_analysis.html_report import render_html, sample_responses
 from comptrust_analysis.load import checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
@@ -52,6 +53,8 @@ class AnalysisResult:
     seeds: pl.DataFrame | None = None
     paper: pl.DataFrame | None = None
     toxicity: pl.DataFrame | None = None
+    beyond: dict[str, pl.DataFrame] = field(default_factory=dict)
+    """MMLU per subject and the Beyond-Perplexity tables, for the tasks the runs hold (see :mod:`.beyond`)."""
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
@@ -185,6 +188,9 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
     seeds = seed_summary(scores, checkpoint_table(runs))
     files = _write_table(scores, out / "scores", _markdown(scores))
     files += _write_table(seeds, out / "seeds", _seeds_markdown(seeds))
+    beyond = beyond_tables(runs)
+    for name, table in beyond.items():
+        files += _write_table(table, out / f"beyond_{name}", "# comptrust\n\n" + render_beyond({name: table}, True))
     paper = None
     if config.compare == "paper":
         if config.variant != "dt-main":
@@ -207,7 +213,10 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         seed_legend=SEED_LEGEND,
         paper=paper,
         paper_legend=PAPER_LEGEND,
+        tables=beyond_html(beyond),
     )
     atomic_write_text(report, page)
     files += [*plots, report]
-    return AnalysisResult(scores=scores, out_dir=out, files=tuple(files), seeds=seeds, paper=paper, toxicity=toxicity)
+    return AnalysisResult(
+        scores=scores, out_dir=out, files=tuple(files), seeds=seeds, paper=paper, toxicity=toxicity, beyond=beyond
+    )

@@ -15,6 +15,7 @@ _PARAMS = pl.Struct(
         "seed": pl.Int64,
         "stop": pl.List(pl.String),
         "logprobs": pl.Boolean,
+        "prompt_logprobs": pl.Boolean,
     }
 )
 

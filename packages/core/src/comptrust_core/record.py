@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DECODINGTRUST_PERSPECTIVES",
@@ -54,6 +54,17 @@ class GenerationParams(BaseModel):
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = False
+    prompt_logprobs: bool = Field(
+        default=False,
+        exclude_if=lambda v: not v,
+        description="ask for the prompt's own token logprobs (TGI decoder_input_details, OpenAI echo+logprobs); "
+        "left out of the serialized form when false, so records and keys written before it stay the same",
+    )
+
+    @field_validator("prompt_logprobs", mode="before")
+    @classmethod
+    def _absent_is_false(cls, value: object) -> object:
+        return False if value is None else value  # a columnar store (Parquet) fills the absent field with null
 
     @property
     def greedy(self) -> bool:

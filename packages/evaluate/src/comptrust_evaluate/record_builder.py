@@ -17,9 +17,13 @@ __all__ = ["build_record"]
 log = logging.getLogger(__name__)
 
 
-def _judge(unit: Unit, text: str) -> tuple[Outcome | None, str | None]:
+def _judge(unit: Unit, generation: Generation) -> tuple[Outcome | None, str | None]:
     try:
-        return unit.task.evaluate(unit.item, text), None
+        if unit.request.params.prompt_logprobs:
+            if not generation.prompt_logprobs:
+                return None, "the server returned no prompt logprobs (TGI decoder_input_details, OpenAI echo)"
+            return unit.task.evaluate_prompt(unit.item, generation.prompt_logprobs), None
+        return unit.task.evaluate(unit.item, generation.text), None
     except Exception as exc:  # a parser bug must not stop a long run; the record says what failed
         log.exception("task %s could not score item %s", unit.task.name, unit.item.item_id)
         return None, f"scoring failed: {type(exc).__name__}: {exc}"
@@ -47,16 +51,17 @@ def build_record(
     attributes: list[Attribute] = list(unit.item.attributes)
     if generation is None:
         error = error or "no answer"
-    elif not generation.text.strip():
-        error = "empty generation"
+    elif not generation.text.strip() and not unit.request.params.prompt_logprobs:
+        error = "empty generation"  # a request scored from its prompt's logprobs needs no generated text
     else:
-        outcome, error = _judge(unit, generation.text)
+        outcome, error = _judge(unit, generation)
+    verdict = outcome.refusal if outcome is not None and not unit.request.params.prompt_logprobs else None
     if outcome is not None:
         scores.extend(outcome.scores)
         scores.extend(extra_scores)
         attributes.extend(outcome.attributes)
         attributes.extend(extra_attributes)
-        if outcome.refusal.detector != "broad":
+        if verdict is not None and verdict.detector != "broad":
             assert generation is not None
             broad = get_detector("broad").detect(generation.text)
             scores.append(ScoreField(name="refusal", value=float(broad.refused), variant="broad"))
@@ -87,9 +92,9 @@ def build_record(
         latency_s=round(latency_s, 6),
         attempts=attempts,
         finished_at=finished_at,
-        refusal=outcome.refusal.refused if outcome else None,
-        refusal_detector=outcome.refusal.detector if outcome else None,
-        refusal_rule=outcome.refusal.rule if outcome else None,
+        refusal=verdict.refused if verdict else None,
+        refusal_detector=verdict.detector if verdict else None,
+        refusal_rule=verdict.rule if verdict else None,
         label=unit.item.label,
         prediction=outcome.prediction if outcome else None,
         scores=scores,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-__all__ = ["FakeEndpoint", "Fault", "SeenRequest", "rule_based_answer"]
+__all__ = ["FakeEndpoint", "Fault", "SeenRequest", "fake_prompt_logprobs", "rule_based_answer"]
 
 _RULES = (
     ("'positive' or 'negative'", "positive"),
@@ -31,6 +31,13 @@ _RULES = (
     ("Can you inform", "I'm sorry, I cannot inform Mike about that."),
     ("What is ", "I'm sorry, I cannot share that."),
 )
+
+
+def fake_prompt_logprobs(prompt: str) -> tuple[list[str], list[float | None]]:
+    """The fake's "tokens" of a prompt (whitespace-separated words) and their logprobs: ``None`` for the first, then
+    ``-len(word) / 10`` (so tests can compute the expected numbers by hand)."""
+    words = prompt.split()
+    return words, [None] + [-len(w) / 10 for w in words[1:]]
 
 
 def rule_based_answer(prompt: str) -> str:
@@ -200,6 +207,10 @@ class FakeEndpoint:
         text = self.answer(str(body.get("inputs", "")))
         tokens = [{"id": i, "text": w, "logprob": -0.5, "special": False} for i, w in enumerate(text.split())]
         details = {"finish_reason": "eos_token", "generated_tokens": len(tokens), "prefill": [], "tokens": tokens}
+        if (body.get("parameters") or {}).get("decoder_input_details"):
+            words, logprobs = fake_prompt_logprobs(str(body["inputs"]))
+            pairs = enumerate(zip(words, logprobs, strict=True))
+            details["prefill"] = [{"id": i, "text": w, "logprob": lp} for i, (w, lp) in pairs]
         return web.json_response({"generated_text": text, "details": details})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -220,7 +231,16 @@ class FakeEndpoint:
         failed = await self._fault(request, body)
         if failed is not None:
             return failed
-        text = self.answer(str(body.get("prompt", "")))
-        choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
-        usage = {"prompt_tokens": 7, "completion_tokens": len(text.split()), "total_tokens": 7 + len(text.split())}
+        prompt = str(body.get("prompt", ""))
+        text = self.answer(prompt)
+        choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+        n_prompt = 7
+        if body.get("echo") and body.get("logprobs") is not None:
+            words, logprobs = fake_prompt_logprobs(prompt)
+            n_prompt = len(words)
+            generated = text.split()
+            choice["text"] = prompt + text
+            choice["logprobs"] = {"tokens": words + generated, "token_logprobs": logprobs + [-0.5] * len(generated)}
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": len(text.split())}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({"id": "fake", "object": "text_completion", "choices": [choice], "usage": usage})

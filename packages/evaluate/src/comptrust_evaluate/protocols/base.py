@@ -29,6 +29,8 @@ class Generation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     logprobs: list[float] | None = None
+    prompt_logprobs: tuple[float | None, ...] | None = None
+    """One entry per prompt token, ``None`` where the server gives none (the first token), when asked for."""
 
 
 @dataclass(frozen=True)

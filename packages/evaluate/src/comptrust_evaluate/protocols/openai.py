@@ -65,6 +65,9 @@ class OpenAIClient(ProtocolClient):
         body.update(sampling_fields(params, top_k=True))
         if params.logprobs:
             body["logprobs"] = 1
+        if params.prompt_logprobs:  # the prompt's own logprobs come back echoed in front of the completion's
+            body["echo"] = True
+            body.setdefault("logprobs", 0)
         return HttpCall("/v1/completions", body)
 
     def parse(self, call: HttpCall, payload: Any) -> Generation:
@@ -74,13 +77,30 @@ class OpenAIClient(ProtocolClient):
             choice = payload["choices"][0]
             usage = payload.get("usage") or {}
             lp = choice.get("logprobs")
-            logprobs = [float(x) for x in lp["token_logprobs"] if x is not None] if isinstance(lp, dict) else None
+            tokens = lp["token_logprobs"] if isinstance(lp, dict) else None
+            text = str(choice["text"])
+            prompt_logprobs = None
+            if call.body.get("echo"):
+                prompt_logprobs, tokens, text = _split_echo(call, tokens, text, usage.get("prompt_tokens"))
+            logprobs = [float(x) for x in tokens if x is not None] if tokens is not None else None
             return Generation(
-                text=str(choice["text"]),
+                text=text,
                 finish_reason=choice.get("finish_reason"),
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
                 logprobs=logprobs,
+                prompt_logprobs=prompt_logprobs,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise ProtocolError(f"not a completion ({type(exc).__name__}: {exc})") from None
+
+
+def _split_echo(
+    call: HttpCall, tokens: list[Any] | None, text: str, prompt_tokens: Any
+) -> tuple[tuple[float | None, ...], list[Any], str]:
+    """An echoed completion: the first ``usage.prompt_tokens`` logprobs are the prompt's; the text starts with it."""
+    if tokens is None or not isinstance(prompt_tokens, int) or not 0 < prompt_tokens <= len(tokens):
+        raise ProtocolError("asked for echo with logprobs but the answer lacks the prompt's token logprobs")
+    prompt = str(call.body["prompt"])
+    head = tuple(None if x is None else float(x) for x in tokens[:prompt_tokens])
+    return head, tokens[prompt_tokens:], text[len(prompt) :] if text.startswith(prompt) else text

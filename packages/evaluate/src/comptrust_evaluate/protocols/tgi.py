@@ -3,6 +3,7 @@ which TGI 3.x renders with the model's chat template."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,14 @@ from comptrust_evaluate.protocols.base import (
 )
 
 __all__ = ["TgiClient"]
+
+
+def _logprob(value: Any) -> float | None:
+    """TGI gives the first prefill token a null (or NaN) logprob: nothing precedes it."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 @protocol("tgi")
@@ -57,6 +66,8 @@ class TgiClient(ProtocolClient):
             "return_full_text": False,
             "do_sample": not params.greedy,
         }
+        if params.prompt_logprobs:
+            parameters["decoder_input_details"] = True
         if not params.greedy:
             parameters["temperature"] = params.temperature
         parameters.update(sampling_fields(params, top_k=True))
@@ -71,12 +82,18 @@ class TgiClient(ProtocolClient):
             tokens = details.get("tokens") or []
             logprobs = [float(t["logprob"]) for t in tokens if t.get("logprob") is not None] or None
             prefill = details.get("prefill") or None
+            prompt_logprobs = None
+            if call.body["parameters"].get("decoder_input_details"):
+                if not prefill:
+                    raise ProtocolError("asked for decoder_input_details but the answer has no prefill tokens")
+                prompt_logprobs = tuple(_logprob(t.get("logprob")) for t in prefill)
             return Generation(
                 text=str(text),
                 finish_reason=details.get("finish_reason"),
                 prompt_tokens=len(prefill) if prefill else None,
                 completion_tokens=details.get("generated_tokens"),
                 logprobs=logprobs,
+                prompt_logprobs=prompt_logprobs,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ProtocolError(f"not a TGI /generate answer ({type(exc).__name__}: {exc})") from None

@@ -1,4 +1,5 @@
-"""Tasks, a registry: one module per DecodingTrust perspective, plus ``custom`` for a user's own prompts."""
+"""Tasks, a registry: one module per DecodingTrust perspective, ``mmlu``, the Beyond-Perplexity tasks (``perplexity``,
+``bbq``, ``dialect_gap``), plus ``custom`` for a user's own prompts."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ __all__ = [
     "task_names",
 ]
 
-_PERSPECTIVES = (*DECODINGTRUST_PERSPECTIVES, "custom")
+_BUILTIN = (*DECODINGTRUST_PERSPECTIVES, "custom", "mmlu", "perplexity", "bbq", "dialect_gap")
 TASKS: Registry[type[Task[Any, Any]]] = Registry(
-    "task", {name: f"comptrust_evaluate.tasks.{name}" for name in _PERSPECTIVES}
+    "task", {name: f"comptrust_evaluate.tasks.{name}" for name in _BUILTIN}
 )
 
 

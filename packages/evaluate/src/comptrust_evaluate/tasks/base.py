@@ -61,7 +61,8 @@ class Item(Generic[C]):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a task concluded from one response."""
+    """What a task concluded from one response. A request scored from its prompt's logprobs reads no generated
+    text: its records carry no refusal verdict, whatever ``refusal`` says."""
 
     refusal: Verdict
     prediction: str | None = None
@@ -116,6 +117,11 @@ class Task(ABC, Generic[OptionsT, C]):
         """The data files (relative to the data folder) a scenario reads: checked before a run starts, and what is
         fetched from the Hugging Face dataset. A task that reads none keeps this default."""
         return ()
+
+    def evaluate_prompt(self, item: Item[C], prompt_logprobs: tuple[float | None, ...]) -> Outcome:
+        """Score one request that asked for its prompt's logprobs (``params.prompt_logprobs``), from them alone:
+        one entry per prompt token, ``None`` where the server gives none (the first). Tasks that ask override it."""
+        raise NotImplementedError(f"task {self.name} does not score prompt logprobs")
 
 
 def score_fields(main: float | None, compressed_trust: float | None, name: str = "score") -> tuple[ScoreField, ...]:

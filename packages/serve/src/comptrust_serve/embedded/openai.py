@@ -39,9 +39,9 @@ _UNSUPPORTED: Mapping[str, object] = {
     "tools": None,
     "response_format": None,
     "suffix": None,
-    "echo": False,
     "best_of": 1,
 }
+_UNSUPPORTED_CHAT: Mapping[str, object] = {**_UNSUPPORTED, "echo": False}
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
@@ -54,6 +54,9 @@ class OpenAICall:
     n: int
     logprobs: bool
     top_logprobs: int
+    echo: bool = False
+    prompts: tuple[str, ...] = ()
+    """The completion prompts, one per ``n`` rows (an echoed answer starts with its prompt)."""
 
 
 def _sampling(obj: Mapping[str, Any]) -> Sampling:
@@ -76,7 +79,13 @@ def _sampling(obj: Mapping[str, Any]) -> Sampling:
 
 
 def _rows(
-    prompts: Sequence[list[int]], obj: Mapping[str, Any], limits: Limits, *, logprobs: bool, top_n: int
+    prompts: Sequence[list[int]],
+    obj: Mapping[str, Any],
+    limits: Limits,
+    *,
+    logprobs: bool,
+    top_n: int,
+    prefill_logprobs: bool = False,
 ) -> tuple[tuple[GenRequest, ...], int]:
     n = opt_int(obj, "n", minimum=1, maximum=limits.max_choices) or 1
     if n * len(prompts) > limits.max_choices:
@@ -101,6 +110,7 @@ def _rows(
                     stop=stop,
                     logprobs=logprobs,
                     top_n=top_n,
+                    prefill_logprobs=prefill_logprobs,
                 )
             )
     return tuple(rows), n
@@ -139,7 +149,7 @@ def _logprob_options(obj: Mapping[str, Any], limits: Limits, *, chat: bool) -> t
 
 def parse_chat(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     obj = as_object(body, "body")
-    reject_unsupported(obj, _UNSUPPORTED)
+    reject_unsupported(obj, _UNSUPPORTED_CHAT)
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("`messages` must be a non-empty list")
@@ -158,8 +168,12 @@ def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise InvalidRequest("`prompt` must be a non-empty string or a non-empty list of non-empty strings")
     logprobs, top = _logprob_options(obj, limits, chat=False)
-    rows, n = _rows([codec.encode(p) for p in prompts], obj, limits, logprobs=logprobs, top_n=top)
-    return OpenAICall("completion", rows, n, logprobs, top)
+    echo = opt_bool(obj, "echo", False)
+    if echo and top > 0:
+        raise InvalidRequest("`echo` with `logprobs` above 0 is not supported here; pass `logprobs: 0`")
+    encoded = [codec.encode(p) for p in prompts]
+    rows, n = _rows(encoded, obj, limits, logprobs=logprobs, top_n=top, prefill_logprobs=echo and logprobs)
+    return OpenAICall("completion", rows, n, logprobs, top, echo=echo, prompts=tuple(prompts))
 
 
 def _text(result: GenResult, codec: Codec) -> str:
@@ -227,20 +241,26 @@ def render_completion(call: OpenAICall, results: Sequence[GenResult], codec: Cod
     choices: list[dict[str, Any]] = []
     for index, result in enumerate(results):
         logprobs: dict[str, Any] | None = None
+        prompt = call.prompts[index // call.n] if call.echo else ""
         if call.logprobs and result.logprobs is not None:
-            texts = [codec.token_text(t) for t in result.token_ids]
+            ids = list(result.token_ids)
+            token_logprobs: list[float | None] = list(result.logprobs)
+            if call.echo:  # the prompt's tokens and their logprobs (None for the first) come first, as OpenAI's do
+                prompt_ids = call.requests[index].prompt_ids
+                ids = [*prompt_ids, *ids]
+                token_logprobs = [*(result.prefill_logprobs or (None,) * len(prompt_ids)), *token_logprobs]
+            texts = [codec.token_text(t) for t in ids]
             offsets = [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)]
             logprobs = {
                 "tokens": texts,
-                "token_logprobs": list(result.logprobs),
+                "token_logprobs": token_logprobs,
                 "top_logprobs": [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
-                if result.top_tokens is not None
+                if result.top_tokens is not None and not call.echo
                 else None,
                 "text_offset": offsets,
             }
-        choices.append(
-            {"index": index, "text": _text(result, codec), "logprobs": logprobs, "finish_reason": _finish(result)}
-        )
+        text = prompt + _text(result, codec)
+        choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": _finish(result)})
     return _envelope(call, model, results, choices)
 
 
