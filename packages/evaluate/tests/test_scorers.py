@@ -307,3 +307,18 @@ def test_hf_pickled_weights_only_when_asked(tmp_path: Path) -> None:
     scorer = get_scorer("hf", {"model": str(folder), "safetensors": "false"})
     (value,) = asyncio.run(scorer.score(["you are nice"]))
     assert value is not None and 0.0 < value < 1.0
+
+
+def test_offline_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(name: str, package: str | None = None) -> Any:
+        if name == "profanity_check":
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(ScorerError, match=r"comptrust-evaluate\[toxicity\].*--toxicity-scorer"):
+        get_scorer("offline")
