@@ -2,7 +2,9 @@
 
 Semantics follow OpenAI (and vLLM): ``temperature`` defaults to 1 (sampling); 0 means greedy; the text ends before a
 stop sequence that ended generation; ``finish_reason`` is ``stop`` (EOS or a stop sequence) or ``length``; ``n``
-choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. Errors use TGI's
+choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. ``/v1/completions`` takes ``echo``: the
+prompt leads each choice's text, and with ``logprobs`` its tokens lead the legacy logprobs object (the first prompt
+token's log-probability is null; prompt positions have no ``top_logprobs``, null there). Errors use TGI's
 ``{"error", "error_type"}`` body, as TGI's OpenAI routes do. Streaming, tools and penalties are refused with 422.
 """
 
@@ -39,7 +41,6 @@ _UNSUPPORTED: Mapping[str, object] = {
     "tools": None,
     "response_format": None,
     "suffix": None,
-    "echo": False,
     "best_of": 1,
 }
 _ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -54,6 +55,7 @@ class OpenAICall:
     n: int
     logprobs: bool
     top_logprobs: int
+    echo_prompts: tuple[str, ...] | None = None
 
 
 def _sampling(obj: Mapping[str, Any]) -> Sampling:
@@ -76,7 +78,13 @@ def _sampling(obj: Mapping[str, Any]) -> Sampling:
 
 
 def _rows(
-    prompts: Sequence[list[int]], obj: Mapping[str, Any], limits: Limits, *, logprobs: bool, top_n: int
+    prompts: Sequence[list[int]],
+    obj: Mapping[str, Any],
+    limits: Limits,
+    *,
+    logprobs: bool,
+    top_n: int,
+    prefill: bool = False,
 ) -> tuple[tuple[GenRequest, ...], int]:
     n = opt_int(obj, "n", minimum=1, maximum=limits.max_choices) or 1
     if n * len(prompts) > limits.max_choices:
@@ -101,6 +109,7 @@ def _rows(
                     stop=stop,
                     logprobs=logprobs,
                     top_n=top_n,
+                    prefill_logprobs=prefill,
                 )
             )
     return tuple(rows), n
@@ -139,7 +148,7 @@ def _logprob_options(obj: Mapping[str, Any], limits: Limits, *, chat: bool) -> t
 
 def parse_chat(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     obj = as_object(body, "body")
-    reject_unsupported(obj, _UNSUPPORTED)
+    reject_unsupported(obj, {**_UNSUPPORTED, "echo": False})
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("`messages` must be a non-empty list")
@@ -158,8 +167,10 @@ def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise InvalidRequest("`prompt` must be a non-empty string or a non-empty list of non-empty strings")
     logprobs, top = _logprob_options(obj, limits, chat=False)
-    rows, n = _rows([codec.encode(p) for p in prompts], obj, limits, logprobs=logprobs, top_n=top)
-    return OpenAICall("completion", rows, n, logprobs, top)
+    echo = opt_bool(obj, "echo", False)
+    encoded = [codec.encode(p) for p in prompts]
+    rows, n = _rows(encoded, obj, limits, logprobs=logprobs, top_n=top, prefill=echo and logprobs)
+    return OpenAICall("completion", rows, n, logprobs, top, tuple(prompts) if echo else None)
 
 
 def _text(result: GenResult, codec: Codec) -> str:
@@ -223,24 +234,38 @@ def render_chat(call: OpenAICall, results: Sequence[GenResult], codec: Codec, mo
     return _envelope(call, model, results, choices)
 
 
+def _legacy_logprobs(request: GenRequest, result: GenResult, codec: Codec, echo: bool) -> dict[str, Any] | None:
+    """OpenAI's legacy completion logprobs object (prompt tokens first when ``echo``)."""
+    if result.logprobs is None:
+        return None
+    ids = list(result.token_ids)
+    token_logprobs: list[float | None] = list(result.logprobs)
+    tops: list[dict[str, float] | None] | None = None
+    if result.top_tokens is not None:
+        tops = [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
+    if echo:
+        prefill = result.prefill_logprobs or (None,) * len(request.prompt_ids)
+        ids = [*request.prompt_ids, *ids]
+        token_logprobs = [*prefill, *token_logprobs]
+        tops = None if tops is None else [*([None] * len(request.prompt_ids)), *tops]
+    texts = [codec.token_text(t) for t in ids]
+    return {
+        "tokens": texts,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": tops,
+        "text_offset": [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)],
+    }
+
+
 def render_completion(call: OpenAICall, results: Sequence[GenResult], codec: Codec, model: str) -> dict[str, Any]:
     choices: list[dict[str, Any]] = []
-    for index, result in enumerate(results):
-        logprobs: dict[str, Any] | None = None
-        if call.logprobs and result.logprobs is not None:
-            texts = [codec.token_text(t) for t in result.token_ids]
-            offsets = [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)]
-            logprobs = {
-                "tokens": texts,
-                "token_logprobs": list(result.logprobs),
-                "top_logprobs": [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
-                if result.top_tokens is not None
-                else None,
-                "text_offset": offsets,
-            }
-        choices.append(
-            {"index": index, "text": _text(result, codec), "logprobs": logprobs, "finish_reason": _finish(result)}
-        )
+    echo = call.echo_prompts is not None
+    for index, (request, result) in enumerate(zip(call.requests, results, strict=True)):
+        logprobs = _legacy_logprobs(request, result, codec, echo) if call.logprobs else None
+        text = _text(result, codec)
+        if call.echo_prompts is not None:
+            text = call.echo_prompts[index // call.n] + text
+        choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": _finish(result)})
     return _envelope(call, model, results, choices)
 
 
