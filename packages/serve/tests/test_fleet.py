@@ -134,3 +134,38 @@ def test_serve_cli_fleet_reports_the_failure_keeps_the_rest_and_stops_on_sigterm
     assert f"serve: error: {fleet_models[1].name} on GPU 1 failed to start" in text
     assert [pid for pid in pids if process_running(pid)] == []
     assert json.loads(out.read_text())  # still the endpoints that served
+
+
+def test_sigterm_while_the_fleet_starts_stops_everything_and_writes_nothing(
+    fleet_models: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "endpoints.json"
+    logs = tmp_path / "logs"
+    argv = [*CLI, "--launcher", "process", "--model", str(fleet_models[0]), "--model", str(fleet_models[2])]
+    env = {**os.environ, "COMPTRUST_FAKE_ENGINE_DELAY_S": "600"}
+    process = subprocess.Popen(
+        [*argv, "--endpoints-out", str(out), "--log-dir", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            logs.is_dir() and sum("FAKE-ENGINE" in p.read_text() for p in logs.glob("*.log")) == 2
+        ):
+            time.sleep(0.2)
+        pids = [pid for m in fleet_models for pid in processes_naming(str(m)) if pid != process.pid]
+        assert len(pids) == 4  # both engines are starting (sleeping) under their guards
+        process.send_signal(signal.SIGTERM)
+        text = process.communicate(timeout=60)[0].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, text
+    assert not out.exists()
+    deadline = time.monotonic() + 30  # servers still starting notice that serve is gone (their guard's pipe closed)
+    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in pids if process_running(pid)] == []

@@ -3,13 +3,16 @@ embedded server, with responses checked against TGI's schemas."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from comptrust_serve.embedded.codec import Codec
 
 ServeFactory = Callable[..., tuple[str, Any]]
@@ -159,3 +162,26 @@ def test_generate_top_k_one_is_greedy_and_sampling_parameters_change_the_text(se
     hot = {"max_new_tokens": 12, "do_sample": True, "temperature": 5.0, "top_p": 1.0}
     samples = {generate(url, "The quick", seed=s, **hot)["generated_text"] for s in range(4)}
     assert len(samples) > 1
+
+
+def test_a_stream_client_that_hangs_up_frees_its_row(serve_tiny: ServeFactory) -> None:
+    url, engine = serve_tiny(max_batch=1)
+
+    async def read_two_events_then_leave() -> int:
+        async with aiohttp.ClientSession() as session:
+            body = {"inputs": "Hello", "parameters": {"max_new_tokens": 250}}
+            async with session.post(f"{url}/generate_stream", json=body) as response:
+                assert response.status == 200
+                seen = 0
+                async for line in response.content:
+                    seen += line.startswith(b"data:")
+                    if seen == 2:
+                        break
+                return seen
+
+    assert asyncio.run(read_two_events_then_leave()) == 2
+    deadline = time.monotonic() + 10
+    while (engine.inflight or not engine.stats.cancelled) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.inflight == 0
+    assert engine.stats.cancelled == 1 and engine.stats.completed == 0

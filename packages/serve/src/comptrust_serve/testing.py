@@ -1,5 +1,6 @@
 """Fakes for tests, here and in other packages: a tiny random checkpoint the embedded server can serve offline, and
-fake ``text-generation-launcher``/``vllm`` programs that become the embedded server (for the ``process`` launcher).
+fake ``text-generation-launcher``/``vllm`` programs that become the embedded server (for the ``process`` launcher;
+``COMPTRUST_FAKE_ENGINE_DELAY_S`` in their environment delays that, to test interrupting a start).
 
 ``build_tiny_checkpoint(folder)`` writes a 2-layer, 64-wide random ``LlamaForCausalLM`` (safetensors) with a
 byte-level BPE tokenizer trained on a few sentences and a ChatML-style chat template, in well under a second and
@@ -110,11 +111,12 @@ def process_running(pid: int) -> bool:
 
 # Both scripts print one JSON line "FAKE-ENGINE {...}" with what they received, then become the embedded server.
 _COMMON = """#!{python}
-import argparse, json, os, sys
+import argparse, json, os, sys, time
 KEY_VAR = {key_var!r}
 received = {{"argv": sys.argv[1:], "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}}
 received["api_key_set"] = bool(os.environ.get(KEY_VAR))
 print("FAKE-ENGINE " + json.dumps(received), flush=True)
+time.sleep(float(os.environ.get("COMPTRUST_FAKE_ENGINE_DELAY_S", "0")))  # a slow start, for interruption tests
 p = argparse.ArgumentParser()
 p.add_argument("--trust-remote-code", action="store_true")
 
