@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,17 +104,26 @@ def test_too_many_checkpoints_for_the_gpus_start_nothing(fleet_models: list[Path
 CLI = [sys.executable, "-c", "import sys; from comptrust_serve.cli import main; sys.exit(main())"]
 
 
+@contextmanager
+def serve_cli(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``serve`` with ``argv`` in a child process, killed at the end if a test left it running."""
+    process = subprocess.Popen([*CLI, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_serve_cli_fleet_reports_the_failure_keeps_the_rest_and_stops_on_sigterm(
     fleet_models: list[Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "endpoints.json"
-    argv = [*CLI, "--launcher", "process", "--engine", "tgi", "--gpus", "0-2", "--endpoints-out", str(out)]
+    argv = ["--launcher", "process", "--engine", "tgi", "--gpus", "0-2", "--endpoints-out", str(out)]
     for model in fleet_models:
         argv += ["--model", str(model)]
-    process = subprocess.Popen(
-        [*argv, "--log-dir", str(tmp_path / "logs")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
+    with serve_cli([*argv, "--log-dir", str(tmp_path / "logs")]) as process:
         deadline = time.monotonic() + 180
         while not out.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -126,10 +137,6 @@ def test_serve_cli_fleet_reports_the_failure_keeps_the_rest_and_stops_on_sigterm
         assert logs == {"0", "1", "2"}  # the broken one got GPU 1 and logged it before failing
         process.send_signal(signal.SIGTERM)
         text = process.communicate(timeout=60)[0].decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 1, text  # one checkpoint failed
     assert f"serve: error: {fleet_models[1].name} on GPU 1 failed to start" in text
     assert [pid for pid in pids if process_running(pid)] == []
@@ -141,15 +148,9 @@ def test_sigterm_while_the_fleet_starts_stops_everything_and_writes_nothing(
 ) -> None:
     out = tmp_path / "endpoints.json"
     logs = tmp_path / "logs"
-    argv = [*CLI, "--launcher", "process", "--model", str(fleet_models[0]), "--model", str(fleet_models[2])]
+    argv = ["--launcher", "process", "--model", str(fleet_models[0]), "--model", str(fleet_models[2])]
     env = {**os.environ, "COMPTRUST_FAKE_ENGINE_DELAY_S": "600"}
-    process = subprocess.Popen(
-        [*argv, "--endpoints-out", str(out), "--log-dir", str(logs)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
+    with serve_cli([*argv, "--endpoints-out", str(out), "--log-dir", str(logs)], env) as process:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
             logs.is_dir() and sum("FAKE-ENGINE" in p.read_text() for p in logs.glob("*.log")) == 2
@@ -159,10 +160,6 @@ def test_sigterm_while_the_fleet_starts_stops_everything_and_writes_nothing(
         assert len(pids) == 4  # both engines are starting (sleeping) under their guards
         process.send_signal(signal.SIGTERM)
         text = process.communicate(timeout=60)[0].decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 130, text
     assert not out.exists()
     deadline = time.monotonic() + 30  # servers still starting notice that serve is gone (their guard's pipe closed)
