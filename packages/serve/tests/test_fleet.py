@@ -166,3 +166,17 @@ def test_sigterm_while_the_fleet_starts_stops_everything_and_writes_nothing(
     while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [pid for pid in pids if process_running(pid)] == []
+
+
+def test_a_gpu_that_nvidia_smi_does_not_list_is_a_one_line_error(
+    fleet_models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comptrust_serve.cli import main
+
+    monkeypatch.setenv("COMPTRUST_FAKE_GPUS", "0 1 2 3")
+    out = tmp_path / "endpoints.json"
+    argv = ["--launcher", "process", "--model", str(fleet_models[0]), "--gpus", "2,9"]
+    code = main([*argv, "--endpoints-out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "serve: error: GPU 9 does not exist here (nvidia-smi lists: 0,1,2,3)\n"
+    assert not out.exists() and processes_naming(str(fleet_models[0])) == []

@@ -155,13 +155,22 @@ become(a.model, a.host, a.port, "--name", a.served_model_name, *opt("--max-total
 )
 
 
+_NVIDIA_SMI = """#!/bin/sh
+# lists the GPU indices in COMPTRUST_FAKE_GPUS (default 0-7), as `nvidia-smi --query-gpu=index --format=csv,noheader`
+for i in ${COMPTRUST_FAKE_GPUS:-0 1 2 3 4 5 6 7}; do echo "$i"; done
+"""
+
+
 def install_fake_engines(folder: Path) -> Path:
-    """Write executable ``text-generation-launcher`` and ``vllm`` into ``folder``; return it (prepend it to PATH)."""
+    """Write executable ``text-generation-launcher``, ``vllm`` and ``nvidia-smi`` (8 GPUs, or the indices in
+    ``COMPTRUST_FAKE_GPUS``) into ``folder``; return it (prepend it to PATH)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text, key_var in (("text-generation-launcher", _TGI, "API_KEY"), ("vllm", _VLLM, "VLLM_API_KEY")):
         path = folder / name
         path.write_text(text.format(python=sys.executable, key_var=key_var))
         path.chmod(0o755)
+    (folder / "nvidia-smi").write_text(_NVIDIA_SMI)
+    (folder / "nvidia-smi").chmod(0o755)
     return folder
 
 

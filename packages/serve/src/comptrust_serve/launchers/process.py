@@ -5,7 +5,7 @@ The child runs in its own session (a terminal's Ctrl-C reaches only the launchin
 in order) and gets a pipe as stdin that only the launching process holds: when that process dies, the pipe closes, and
 a server started with ``--exit-with-parent`` shuts itself down (engines that cannot do that run under
 :mod:`comptrust_serve.launchers.guard`, which does it for them). :meth:`ProcessHandle.stop` sends SIGTERM to the
-child's process group, then SIGKILL after a grace period.
+child, then SIGKILL to its whole process group after a grace period.
 """
 
 from __future__ import annotations
@@ -126,10 +126,11 @@ class ProcessHandle(ServerHandle):
             os.killpg(self.process.pid, sig)
 
     def stop(self) -> None:
-        """SIGTERM the child's process group, SIGKILL it after ``stop_timeout_s``; wait for the child to exit."""
+        """SIGTERM the child, SIGKILL its process group after ``stop_timeout_s``; wait for the child to exit."""
         if self.process.poll() is None:
             logger.info("stopping %s (pid %d)", self.endpoint.name, self.pid)
-            self._signal_group(signal.SIGTERM)
+            with suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)  # the child stops its own children (a guard, TGI's shards)
             try:
                 self.process.wait(self.stop_timeout_s)
             except subprocess.TimeoutExpired:
