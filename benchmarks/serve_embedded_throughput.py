@@ -1,10 +1,14 @@
-"""Throughput of the embedded server through ``POST /generate``: load time, one request, then N concurrent ones.
+"""Output tokens/s of the embedded server (dynamic batching) against one-request-at-a-time transformers ``generate``,
+on the same model and machine, at 1, 8 and 32 concurrent clients, side by side in one run.
 
-    uv run python benchmarks/serve_embedded_throughput.py --model DIR [--concurrency 8 32] [--new-tokens 64]
+    uv run python benchmarks/serve_embedded_throughput.py [--model smollm2-135m-instruct] [--device cpu|cuda]
+                                                          [--concurrency 1 8 32] [--new-tokens 64]
 
-Greedy decoding, ``max_new_tokens`` as given; tokens/s counts the tokens each response reports
-(``details.generated_tokens``), so a sequence that ends at EOS early counts what it generated. Prints one line per
-measurement; the numbers are for the machine it runs on, never a test assertion.
+For each concurrency C the same C prompts go (a) to the embedded server (a child process, ``POST /generate``, C
+clients at once, greedy) and (b) through ``model.generate`` in this process, one prompt after the other (greedy,
+batch 1, the transformers way without a server). Both count the tokens actually generated (a sequence may end at EOS
+early), so tokens/s = generated tokens / wall time. The ratio is (a)/(b). The numbers are for the machine it runs on,
+never a test assertion.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import torch
+from comptrust_compress.models import resolve_model
 from comptrust_serve import launch
+from comptrust_serve.embedded.loader import load_model
 
 PROMPTS = [
     "The history of the printing press begins",
@@ -29,6 +37,10 @@ PROMPTS = [
 ]
 
 
+def prompts(count: int) -> list[str]:
+    return [f"{PROMPTS[i % len(PROMPTS)]} (#{i})" for i in range(count)]
+
+
 async def _one(session: aiohttp.ClientSession, url: str, prompt: str, new_tokens: int) -> int:
     body = {"inputs": prompt, "parameters": {"max_new_tokens": new_tokens, "details": True, "do_sample": False}}
     async with session.post(f"{url}/generate", json=body) as response:
@@ -37,47 +49,69 @@ async def _one(session: aiohttp.ClientSession, url: str, prompt: str, new_tokens
     return int(data["details"]["generated_tokens"])
 
 
-async def _measure(url: str, concurrency: int, new_tokens: int, rounds: int = 1) -> tuple[int, float]:
-    """``concurrency`` clients, each sending ``rounds`` requests one after the other."""
+async def server_rate(url: str, batch: list[str], new_tokens: int) -> tuple[int, float]:
+    """All of ``batch`` sent at once, one client each: (generated tokens, seconds)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
-
-        async def client(c: int) -> int:
-            total = 0
-            for r in range(rounds):
-                i = c * rounds + r
-                total += await _one(session, url, PROMPTS[i % len(PROMPTS)] + f" (#{i})", new_tokens)
-            return total
-
         started = time.perf_counter()
-        counts = await asyncio.gather(*(client(c) for c in range(concurrency)))
+        counts = await asyncio.gather(*(_one(session, url, p, new_tokens) for p in batch))
         return sum(counts), time.perf_counter() - started
 
 
+def generate_rate(loaded: Any, batch: list[str], new_tokens: int) -> tuple[int, float]:
+    """``batch`` through ``model.generate`` one prompt at a time: (generated tokens, seconds)."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    pad = loaded.pad_id
+    total = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for prompt in batch:
+            inputs = tokenizer(prompt, return_tensors="pt").to(loaded.device)
+            eos = list(loaded.eos_ids)
+            out = model.generate(
+                **inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos
+            )
+            new = out[0, inputs["input_ids"].shape[1] :].tolist()
+            ends = [i for i, t in enumerate(new) if t in loaded.eos_ids]
+            total += ends[0] + 1 if ends else len(new)
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize()
+    return total, time.perf_counter() - started
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m-instruct", help="alias, checkpoint folder or hub id")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=1, help="requests per client, sent back to back (closed loop)")
-    p.add_argument("--dtype")
-    p.add_argument("--device")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
+    p.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on GPU (both sides)")
+    p.add_argument("--threads", type=int, help="torch threads for the baseline (default: torch's choice)")
     args = p.parse_args()
+    folder = Path(resolve_model(args.model).path)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(folder, dtype=args.dtype, device=args.device)
+    print(f"model {folder.name} on {loaded.device} as {str(loaded.dtype).removeprefix('torch.')}")
+    generate_rate(loaded, prompts(1), 8)  # warm-up
     started = time.perf_counter()
-    with launch(args.model, max_batch=args.max_batch, dtype=args.dtype, device=args.device) as server:
-        ready = time.perf_counter() - started
-        loaded = [line for line in server.log_tail(200).splitlines() if " loaded " in line]
-        print(f"start to healthy: {ready:.1f} s ({loaded[-1].split(': ', 1)[-1] if loaded else 'no load line'})")
+    server = launch(folder, max_batch=args.max_batch, dtype=args.dtype, device=args.device, startup_timeout_s=900)
+    with server:
+        print(f"embedded server healthy after {time.perf_counter() - started:.1f} s (max batch {args.max_batch})")
         url = server.endpoint.url
-        asyncio.run(_measure(url, 1, 8))  # warm-up
-        for concurrency in [1, *args.concurrency]:
-            rounds = 1 if concurrency == 1 else args.rounds
-            tokens, seconds = asyncio.run(_measure(url, concurrency, args.new_tokens, rounds))
-            print(
-                f"concurrency {concurrency:3d} x {rounds} rounds: {tokens:5d} tokens in {seconds:6.2f} s"
-                f" = {tokens / seconds:7.1f} tokens/s"
-                f" aggregate, {tokens / concurrency / seconds:6.1f} tokens/s per client"
-            )
+        asyncio.run(server_rate(url, prompts(2), 8))  # warm-up
+        rows = []
+        for concurrency in args.concurrency:
+            batch = prompts(concurrency)
+            served, served_s = asyncio.run(server_rate(url, batch, args.new_tokens))
+            alone, alone_s = generate_rate(loaded, batch, args.new_tokens)
+            rows.append((concurrency, served / served_s, alone / alone_s, served, alone))
+    print(f"\n{args.new_tokens} new tokens per request, greedy; tokens/s = generated tokens / wall time\n")
+    print("| clients | embedded server tok/s | generate one at a time tok/s | ratio | tokens (server / generate) |")
+    print("|---:|---:|---:|---:|---:|")
+    for concurrency, served_rate, alone_rate, served, alone in rows:
+        ratio = served_rate / alone_rate
+        print(f"| {concurrency} | {served_rate:.1f} | {alone_rate:.1f} | {ratio:.2f}x | {served} / {alone} |")
 
 
 if __name__ == "__main__":

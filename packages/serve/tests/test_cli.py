@@ -102,7 +102,7 @@ def test_serve_runs_until_sigint_then_stops_cleanly(cli_run: tuple[subprocess.Po
     out, _ = process.communicate(timeout=60)
     text = out.decode()
     assert process.returncode == 0, text
-    assert "launcher: embedded (picked by --launcher auto)" in text
+    assert "launcher: embedded (picked by --launcher auto; docker: " in text  # and why not docker
     assert f"cli-tiny: {endpoint.url}" in text
     assert not process_running(child)
     assert not probe(endpoint.url, timeout_s=0.5)

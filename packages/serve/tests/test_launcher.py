@@ -14,14 +14,9 @@ from typing import ClassVar
 import comptrust_serve
 import pytest
 from comptrust_core import (
-    BackendInfo,
-    BaseModelRef,
     CheckpointError,
     ConfigError,
     Endpoint,
-    Manifest,
-    MeasuredFacts,
-    MethodSpec,
     write_manifest,
 )
 from comptrust_serve import (
@@ -38,21 +33,9 @@ from comptrust_serve import (
     resolve_launcher,
 )
 from comptrust_serve.launchers import _REGISTRY
-from comptrust_serve.testing import process_running
+from comptrust_serve.testing import make_manifest, process_running, processes_naming
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def make_manifest(name: str) -> Manifest:
-    return Manifest(
-        name=name,
-        base_model=BaseModelRef(source="tiny", kind="local", content_hash="sha256:00"),
-        method=MethodSpec(name="dense"),
-        backend=BackendInfo(name="comptrust", version="0.1.0", device="cpu"),
-        measured=MeasuredFacts(sparsity=0.0, effective_bits=32.0, wall_time_s=0.1),
-        created_at="2026-01-01T00:00:00Z",
-        comptrust_version="0.1.0",
-    )
 
 
 @pytest.fixture
@@ -181,19 +164,6 @@ def test_a_child_that_dies_early_is_reported_with_its_log_tail(tiny_checkpoint: 
     message = str(caught.value)
     assert "exited with code 2 while starting" in message
     assert "unrecognized arguments: --no-such-flag" in message
-
-
-def processes_naming(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline and process_running(int(entry.name)):
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to list processes")

@@ -1,6 +1,8 @@
-"""``serve``: start one server per checkpoint, write endpoints.json, block until Ctrl-C or SIGTERM, stop them all.
+"""``serve``: start a server per checkpoint (placed on GPUs, started concurrently), write endpoints.json, block until
+Ctrl-C or SIGTERM, stop them all. A checkpoint that fails to start is reported; the others keep serving.
 
-uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--launcher auto|embedded]
+uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--launcher auto|docker|process|embedded]
+             [--engine tgi|vllm] [--gpus 0,1,2,3] [--num-shard N] [--quantize Q] [--max-input-tokens N]
              [--endpoints-out endpoints.json] [--name NAME ...] [--max-batch N] [--dtype DTYPE]
 """
 
@@ -17,10 +19,10 @@ from types import FrameType
 from comptrust_core import ENDPOINTS_FILE, ConfigError, run_cli, setup_logging, write_endpoints
 
 from comptrust_serve.checkpoint import Checkpoint, open_checkpoint
-from comptrust_serve.launch import launch_checkpoint
-from comptrust_serve.launchers import ServerHandle, launcher_names, resolve_launcher
+from comptrust_serve.fleet import launch_fleet
+from comptrust_serve.launchers import ServerHandle, launcher_names, pick_auto, resolve_launcher
 from comptrust_serve.launchers.base import LaunchOptions
-from comptrust_serve.ports import check_port_free
+from comptrust_serve.placement import check_gpus_exist, detect_gpus, parse_gpus
 
 __all__ = ["build_parser", "main"]
 
@@ -38,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", help="endpoint name, once per --model (default: manifest or folder)")
     p.add_argument("--port", type=int, help="port of the first server, the next ones count up (default: free ports)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--launcher", default="auto", choices=["auto", *launcher_names()], help="how to run the servers")
+    p.add_argument(
+        "--launcher",
+        default="auto",
+        choices=["auto", *launcher_names()],
+        help="how to run the servers (auto: docker when a Docker engine and a GPU are there, else embedded)",
+    )
+    p.add_argument("--engine", choices=["tgi", "vllm"], default="tgi", help="inference engine of docker/process")
+    p.add_argument("--gpus", type=parse_gpus, default=(), help="GPUs to place the servers on, e.g. 0,1,2,3 or 0-3")
+    p.add_argument("--num-shard", type=int, help="GPUs per server (TGI --num-shard, vLLM --tensor-parallel-size)")
+    p.add_argument("--quantize", help="engine's quantization (default: the manifest's hint; '' for none)")
+    p.add_argument("--max-input-tokens", type=int, help="prompt tokens per request (docker/process engines)")
     p.add_argument("--endpoints-out", type=Path, default=Path(ENDPOINTS_FILE), help="where to write the endpoints")
     p.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together per server")
     p.add_argument("--max-concurrent-requests", type=int, default=128, help="queued + running per server; then 429")
@@ -69,17 +81,6 @@ def _checkpoints(args: argparse.Namespace) -> list[Checkpoint]:
     return checkpoints
 
 
-def _ports(args: argparse.Namespace, count: int) -> list[int | None]:
-    if args.port is None:
-        return [None] * count
-    ports = [args.port + i for i in range(count)]
-    for port in ports:
-        if not 0 < port < 65536:
-            raise ConfigError(f"port {port} is out of range 1-65535")
-        check_port_free(args.host, port)
-    return list(ports)
-
-
 class _Stop:
     """Turns SIGINT and SIGTERM into an event while the servers run."""
 
@@ -93,57 +94,80 @@ class _Stop:
 
 
 def _wait(handles: list[ServerHandle]) -> int:
+    """Block until a signal (0) or until every server has died (1); a server that dies is reported at once."""
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    running, died = list(handles), 0
     try:
         while not stop.event.wait(0.5):
-            for handle in handles:
-                if not handle.is_alive():
-                    tail = "\n".join(f"  | {line}" for line in handle.log_tail().splitlines())
-                    print(
-                        f"{PROG}: error: {handle.endpoint.name} exited unexpectedly; its log:\n{tail}", file=sys.stderr
-                    )
-                    return 1
+            for handle in [h for h in running if not h.is_alive()]:
+                running.remove(handle)
+                died += 1
+                tail = "\n".join(f"  | {line}" for line in handle.log_tail().splitlines())
+                print(f"{PROG}: error: {handle.endpoint.name} exited unexpectedly; its log:\n{tail}", file=sys.stderr)
+            if not running:
+                return 1
         logger.info("got %s; stopping", signal.Signals(stop.signal or signal.SIGTERM).name)
-        return 0
+        return 1 if died else 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _options(args: argparse.Namespace) -> LaunchOptions:
+    return LaunchOptions(
+        host=args.host,
+        port=args.port,
+        dtype=args.dtype,
+        device=args.device,
+        max_batch=args.max_batch,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_total_tokens=args.max_total_tokens,
+        api_key_env=args.api_key_env,
+        trust_remote_code=args.trust_remote_code,
+        startup_timeout_s=args.startup_timeout,
+        log_dir=args.log_dir,
+        engine=args.engine,
+        gpus=args.gpus,
+        num_shard=args.num_shard,
+        quantize=args.quantize,
+        max_input_tokens=args.max_input_tokens,
+    )
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     checkpoints = _checkpoints(args)
-    ports = _ports(args, len(checkpoints))
-    launcher = resolve_launcher(args.launcher)
+    if args.gpus:
+        check_gpus_exist(args.gpus, detect_gpus())
     if args.launcher == "auto":
-        print(f"launcher: {launcher.name} (picked by --launcher auto)", flush=True)
-    handles: list[ServerHandle] = []
+        launcher, skipped = pick_auto()
+        why = "".join(f"; {reason}" for reason in skipped)
+        print(f"launcher: {launcher.name} (picked by --launcher auto{why})", flush=True)
+    else:
+        launcher = resolve_launcher(args.launcher)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM while starting stops what has started
     try:
-        for checkpoint, port in zip(checkpoints, ports, strict=True):
-            options = LaunchOptions(
-                host=args.host,
-                port=port,
-                dtype=args.dtype,
-                device=args.device,
-                max_batch=args.max_batch,
-                max_concurrent_requests=args.max_concurrent_requests,
-                max_total_tokens=args.max_total_tokens,
-                api_key_env=args.api_key_env,
-                trust_remote_code=args.trust_remote_code,
-                startup_timeout_s=args.startup_timeout,
-                log_dir=args.log_dir,
-            )
-            handles.append(launch_checkpoint(checkpoint, launcher.name, options))
-        write_endpoints(args.endpoints_out, [h.endpoint for h in handles])
-        for handle in handles:
+        fleet = launch_fleet(checkpoints, launcher, _options(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with fleet:
+        for failure in fleet.failures:
+            gpus = f" on GPU {','.join(map(str, failure.gpus))}" if failure.gpus else ""
+            print(f"{PROG}: error: {failure.name}{gpus} failed to start: {failure.error}", file=sys.stderr, flush=True)
+        if not fleet.handles:
+            return 1
+        write_endpoints(args.endpoints_out, fleet.endpoints)
+        for handle in fleet.handles:
             print(f"{handle.endpoint.name}: {handle.endpoint.url}  (log: {handle.log_path})", flush=True)
         print(f"endpoints written to {args.endpoints_out}; Ctrl-C stops", flush=True)
-        return _wait(handles)
-    finally:
-        for handle in reversed(handles):
-            handle.stop()
+        code = _wait(fleet.handles)
+        return 1 if fleet.failures else code
 
 
 def main(argv: list[str] | None = None) -> int:

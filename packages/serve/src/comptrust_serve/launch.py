@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from comptrust_serve.checkpoint import Checkpoint, open_checkpoint
 from comptrust_serve.launchers import resolve_launcher
@@ -54,6 +55,11 @@ def launch(
     log_dir: str | Path | None = None,
     extra_args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    engine: Literal["tgi", "vllm"] = "tgi",
+    gpus: tuple[int, ...] = (),
+    num_shard: int | None = None,
+    quantize: str | None = None,
+    max_input_tokens: int | None = None,
 ) -> ServerHandle:
     """Serve the checkpoint in ``model_dir`` and return its handle (``.endpoint``, ``.stop()``; a context manager).
 
@@ -76,5 +82,10 @@ def launch(
         log_dir=Path(log_dir) if log_dir is not None else None,
         extra_args=tuple(extra_args),
         env=dict(env or {}),
+        engine=engine,
+        gpus=tuple(gpus),
+        num_shard=num_shard,
+        quantize=quantize,
+        max_input_tokens=max_input_tokens,
     )
     return launch_checkpoint(checkpoint, launcher, options)

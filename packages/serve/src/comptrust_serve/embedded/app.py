@@ -1,9 +1,10 @@
 """The aiohttp application: routes, bearer-token check, and TGI-shaped errors.
 
-Routes: ``POST /generate``, ``GET /health``, ``GET /info`` (TGI) and ``POST /v1/chat/completions``,
-``POST /v1/completions``, ``GET /v1/models`` (OpenAI). Every error body is TGI's ``{"error", "error_type"}``:
-422 for invalid parameters, 429 when the queue is full, 424 when generation fails, 401 for a missing or wrong
-bearer token (``/health`` needs none), 503 while shutting down.
+Routes: ``POST /generate``, ``POST /generate_stream`` (server-sent events), ``POST /tokenize``, ``GET /health``,
+``GET /info``, ``GET /metrics`` (TGI) and ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``
+(OpenAI). Every error body is TGI's ``{"error", "error_type"}``: 422 for invalid parameters, 429 when the queue is
+full, 424 when generation fails, 401 for a missing or wrong bearer token (``/health`` needs none), 503 while shutting
+down; an error after a stream has started is its last event, in the same shape.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from comptrust_serve.embedded.codec import Codec
+from comptrust_serve.embedded.metrics import Metrics
 from comptrust_serve.embedded.openai import models_body, parse_chat, parse_completion, render_chat, render_completion
-from comptrust_serve.embedded.tgi import info_body, parse_generate, render_generate
+from comptrust_serve.embedded.tgi import (
+    GenerateCall,
+    info_body,
+    parse_generate,
+    render_generate,
+    render_stream_end,
+    render_stream_token,
+    render_tokenize,
+)
 from comptrust_serve.embedded.types import GenRequest, GenResult, Limits, ServerError
 
 __all__ = ["Backend", "ServerSettings", "create_app"]
@@ -37,6 +48,12 @@ class Backend(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+    @property
+    def queue_size(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
 
     def submit(self, request: GenRequest) -> Future[GenResult]: ...
 
@@ -53,8 +70,14 @@ class ServerSettings:
     api_key: str | None = field(default=None, repr=False)
 
 
+_ERROR_TYPE = web.ResponseKey("error_type", str)  # set on error responses, for the metrics
+_GENERATION_ROUTES = frozenset({"/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions"})
+
+
 def error_response(status: int, message: str, error_type: str) -> web.Response:
-    return web.json_response({"error": message, "error_type": error_type}, status=status)
+    response = web.json_response({"error": message, "error_type": error_type}, status=status)
+    response[_ERROR_TYPE] = error_type
+    return response
 
 
 async def _body(request: web.Request) -> object:
@@ -86,6 +109,23 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, f"internal error: {type(exc).__name__}", "internal")
 
 
+def _meter(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def meter(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in _GENERATION_ROUTES:
+            return await handler(request)
+        started = time.perf_counter()
+        error_type: str | None = "cancelled"
+        try:
+            response = await handler(request)
+            error_type = response.get(_ERROR_TYPE)
+            return response
+        finally:
+            metrics.request_done(time.perf_counter() - started, error_type)
+
+    return meter
+
+
 def _auth(api_key: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     expected = f"Bearer {api_key}".encode()
 
@@ -102,22 +142,70 @@ def _auth(api_key: str) -> Callable[[web.Request, Handler], Awaitable[web.Stream
     return check
 
 
-async def _run(backend: Backend, requests: Sequence[GenRequest]) -> list[GenResult]:
+async def _run(backend: Backend, requests: Sequence[GenRequest], metrics: Metrics) -> list[GenResult]:
     """Submit every request (all or none), wait for all; cancel the rest when one fails or the client leaves."""
     futures: list[Future[GenResult]] = []
     try:
         for request in requests:
             futures.append(backend.submit(request))
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        results = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
     except BaseException:
         for future in futures:
             future.cancel()
         raise
+    for result in results:
+        metrics.sequence_done(result.prompt_tokens, len(result.token_ids))
+    return results
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data:" + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _stream(
+    request: web.Request, backend: Backend, call: GenerateCall, codec: Codec, metrics: Metrics
+) -> web.StreamResponse:
+    """TGI's ``/generate_stream``: one ``data:`` event per token; the last one carries ``generated_text`` (and
+    ``details`` when asked). Errors before the first byte are plain JSON responses; later ones are a final event."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, float | None, tuple[tuple[int, float], ...] | None] | None] = asyncio.Queue()
+
+    def push(item: tuple[int, float | None, tuple[tuple[int, float], ...] | None] | None) -> None:
+        with suppress(RuntimeError):  # the loop closed: nobody is listening any more
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+    call.request.on_token = lambda token, logprob, top: push((token, logprob, top))
+    future = backend.submit(call.request)  # Overloaded / ShuttingDown become JSON errors here
+    future.add_done_callback(lambda _: push(None))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    try:
+        await response.prepare(request)
+        pending: dict[str, Any] | None = None
+        index = 0
+        while (item := await events.get()) is not None:
+            if pending is not None:
+                await response.write(_sse(pending))
+            index += 1
+            pending = render_stream_token(index, *item, codec)
+        try:
+            result = await asyncio.wrap_future(future)
+        except ServerError as exc:
+            response[_ERROR_TYPE] = exc.error_type
+            await response.write(_sse({"error": str(exc), "error_type": exc.error_type}))
+        else:
+            metrics.sequence_done(result.prompt_tokens, len(result.token_ids))
+            if pending is not None:
+                await response.write(_sse(render_stream_end(pending, call, result, codec)))
+        await response.write_eof()
+        return response
+    finally:
+        future.cancel()
 
 
 def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.Application:
     """The embedded server's routes over ``backend``."""
-    middlewares: list[Any] = [_errors]
+    metrics = Metrics()
+    middlewares: list[Any] = [_meter(metrics), _errors]
     if settings.api_key:
         middlewares.append(_auth(settings.api_key))
     app = web.Application(middlewares=middlewares, client_max_size=16 * 2**20)
@@ -143,17 +231,28 @@ def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.
 
     async def generate(request: web.Request) -> web.Response:
         call = parse_generate(await _body(request), codec, limits)
-        (result,) = await _run(backend, [call.request])
+        (result,) = await _run(backend, [call.request], metrics)
         return web.json_response(render_generate(call, result, codec))
+
+    async def generate_stream(request: web.Request) -> web.StreamResponse:
+        call = parse_generate(await _body(request), codec, limits, stream=True)
+        return await _stream(request, backend, call, codec, metrics)
+
+    async def tokenize(request: web.Request) -> web.Response:
+        return web.json_response(render_tokenize(await _body(request), codec))
+
+    async def get_metrics(_: web.Request) -> web.Response:
+        text = metrics.render(queue_size=backend.queue_size, batch_size=backend.batch_size)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
 
     async def chat(request: web.Request) -> web.Response:
         call = parse_chat(await _body(request), codec, limits)
-        results = await _run(backend, call.requests)
+        results = await _run(backend, call.requests, metrics)
         return web.json_response(render_chat(call, results, codec, settings.name))
 
     async def completions(request: web.Request) -> web.Response:
         call = parse_completion(await _body(request), codec, limits)
-        results = await _run(backend, call.requests)
+        results = await _run(backend, call.requests, metrics)
         return web.json_response(render_completion(call, results, codec, settings.name))
 
     async def models(_: web.Request) -> web.Response:
@@ -164,6 +263,9 @@ def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.
             web.get("/health", health),
             web.get("/info", get_info),
             web.post("/generate", generate),
+            web.post("/generate_stream", generate_stream),
+            web.post("/tokenize", tokenize),
+            web.get("/metrics", get_metrics),
             web.post("/v1/chat/completions", chat),
             web.post("/v1/completions", completions),
             web.get("/v1/models", models),

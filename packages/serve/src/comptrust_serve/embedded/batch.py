@@ -53,6 +53,8 @@ class Row:
             self.logprobs.append(logprob)
         if top is not None:
             self.top_tokens.append(top)
+        if self.request.on_token is not None:
+            self.request.on_token(token, logprob, top)
         if token in eos_ids:
             self.finish = "eos_token"
         elif self.request.stop and (hit := self._stop_hit(decode)) is not None:

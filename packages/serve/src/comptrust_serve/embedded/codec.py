@@ -21,6 +21,15 @@ class Codec:
         ids: list[int] = self._tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
         return ids
 
+    def encode_with_offsets(self, text: str) -> list[tuple[int, tuple[int, int]]]:
+        """``(id, (start, stop))`` per token of ``text``, offsets in characters (special tokens span nothing)."""
+        try:
+            encoded = self._tokenizer(text, return_offsets_mapping=True)
+        except NotImplementedError as exc:  # slow tokenizers have no offsets
+            raise InvalidRequest(f"this model's tokenizer cannot give offsets: {exc}") from exc
+        pairs = zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        return [(int(i), (int(a), int(b))) for i, (a, b) in pairs]
+
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self._tokenizer.decode(list(ids), skip_special_tokens=True)
         return text

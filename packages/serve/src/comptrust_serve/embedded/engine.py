@@ -80,6 +80,7 @@ class Engine:
         self._inflight = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._batch_size = 0
         self.stats = EngineStats()
 
     @property
@@ -90,6 +91,17 @@ class Engine:
     def inflight(self) -> int:
         with self._cond:
             return self._inflight
+
+    @property
+    def queue_size(self) -> int:
+        """Requests waiting to join the batch."""
+        with self._cond:
+            return len(self._pending)
+
+    @property
+    def batch_size(self) -> int:
+        """Rows in the batch being decoded (a snapshot)."""
+        return self._batch_size
 
     def start(self) -> None:
         if self._thread is not None:
@@ -136,7 +148,9 @@ class Engine:
                         if new:
                             batch = self._admit(batch, new)
                         if batch is not None:
+                            self._batch_size = batch.size
                             batch = self._step(batch)
+                        self._batch_size = batch.size if batch is not None else 0
                     except Exception as exc:  # a bug of ours, not the model's: fail what is involved, keep serving
                         logger.exception("generation loop failed")
                         involved = [*new, *(row.request for row in (batch.rows if batch is not None else []))]

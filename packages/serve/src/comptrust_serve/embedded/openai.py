@@ -2,7 +2,9 @@
 
 Semantics follow OpenAI (and vLLM): ``temperature`` defaults to 1 (sampling); 0 means greedy; the text ends before a
 stop sequence that ended generation; ``finish_reason`` is ``stop`` (EOS or a stop sequence) or ``length``; ``n``
-choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. Errors use TGI's
+choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. ``/v1/completions`` takes ``echo``: the
+prompt leads each choice's text, and with ``logprobs`` its tokens lead the legacy logprobs object (the first prompt
+token's log-probability is null; prompt positions have no ``top_logprobs``, null there). Errors use TGI's
 ``{"error", "error_type"}`` body, as TGI's OpenAI routes do. Streaming, tools and penalties are refused with 422.
 """
 
@@ -54,9 +56,7 @@ class OpenAICall:
     n: int
     logprobs: bool
     top_logprobs: int
-    echo: bool = False
-    prompts: tuple[str, ...] = ()
-    """The completion prompts, one per ``n`` rows (an echoed answer starts with its prompt)."""
+    echo_prompts: tuple[str, ...] | None = None
 
 
 def _sampling(obj: Mapping[str, Any]) -> Sampling:
@@ -85,7 +85,7 @@ def _rows(
     *,
     logprobs: bool,
     top_n: int,
-    prefill_logprobs: bool = False,
+    prefill: bool = False,
 ) -> tuple[tuple[GenRequest, ...], int]:
     n = opt_int(obj, "n", minimum=1, maximum=limits.max_choices) or 1
     if n * len(prompts) > limits.max_choices:
@@ -110,7 +110,7 @@ def _rows(
                     stop=stop,
                     logprobs=logprobs,
                     top_n=top_n,
-                    prefill_logprobs=prefill_logprobs,
+                    prefill_logprobs=prefill,
                 )
             )
     return tuple(rows), n
@@ -169,11 +169,9 @@ def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
         raise InvalidRequest("`prompt` must be a non-empty string or a non-empty list of non-empty strings")
     logprobs, top = _logprob_options(obj, limits, chat=False)
     echo = opt_bool(obj, "echo", False)
-    if echo and top > 0:
-        raise InvalidRequest("`echo` with `logprobs` above 0 is not supported here; pass `logprobs: 0`")
     encoded = [codec.encode(p) for p in prompts]
-    rows, n = _rows(encoded, obj, limits, logprobs=logprobs, top_n=top, prefill_logprobs=echo and logprobs)
-    return OpenAICall("completion", rows, n, logprobs, top, echo=echo, prompts=tuple(prompts))
+    rows, n = _rows(encoded, obj, limits, logprobs=logprobs, top_n=top, prefill=echo and logprobs)
+    return OpenAICall("completion", rows, n, logprobs, top, tuple(prompts) if echo else None)
 
 
 def _text(result: GenResult, codec: Codec) -> str:
@@ -237,29 +235,37 @@ def render_chat(call: OpenAICall, results: Sequence[GenResult], codec: Codec, mo
     return _envelope(call, model, results, choices)
 
 
+def _legacy_logprobs(request: GenRequest, result: GenResult, codec: Codec, echo: bool) -> dict[str, Any] | None:
+    """OpenAI's legacy completion logprobs object (prompt tokens first when ``echo``)."""
+    if result.logprobs is None:
+        return None
+    ids = list(result.token_ids)
+    token_logprobs: list[float | None] = list(result.logprobs)
+    tops: list[dict[str, float] | None] | None = None
+    if result.top_tokens is not None:
+        tops = [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
+    if echo:
+        prefill = result.prefill_logprobs or (None,) * len(request.prompt_ids)
+        ids = [*request.prompt_ids, *ids]
+        token_logprobs = [*prefill, *token_logprobs]
+        tops = None if tops is None else [*([None] * len(request.prompt_ids)), *tops]
+    texts = [codec.token_text(t) for t in ids]
+    return {
+        "tokens": texts,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": tops,
+        "text_offset": [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)],
+    }
+
+
 def render_completion(call: OpenAICall, results: Sequence[GenResult], codec: Codec, model: str) -> dict[str, Any]:
     choices: list[dict[str, Any]] = []
-    for index, result in enumerate(results):
-        logprobs: dict[str, Any] | None = None
-        prompt = call.prompts[index // call.n] if call.echo else ""
-        if call.logprobs and result.logprobs is not None:
-            ids = list(result.token_ids)
-            token_logprobs: list[float | None] = list(result.logprobs)
-            if call.echo:  # the prompt's tokens and their logprobs (None for the first) come first, as OpenAI's do
-                prompt_ids = call.requests[index].prompt_ids
-                ids = [*prompt_ids, *ids]
-                token_logprobs = [*(result.prefill_logprobs or (None,) * len(prompt_ids)), *token_logprobs]
-            texts = [codec.token_text(t) for t in ids]
-            offsets = [0, *itertools.accumulate(len(t) for t in texts)][: len(texts)]
-            logprobs = {
-                "tokens": texts,
-                "token_logprobs": token_logprobs,
-                "top_logprobs": [{codec.token_text(i): v for i, v in top} for top in result.top_tokens]
-                if result.top_tokens is not None and not call.echo
-                else None,
-                "text_offset": offsets,
-            }
-        text = prompt + _text(result, codec)
+    echo = call.echo_prompts is not None
+    for index, (request, result) in enumerate(zip(call.requests, results, strict=True)):
+        logprobs = _legacy_logprobs(request, result, codec, echo) if call.logprobs else None
+        text = _text(result, codec)
+        if call.echo_prompts is not None:
+            text = call.echo_prompts[index // call.n] + text
         choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": _finish(result)})
     return _envelope(call, model, results, choices)
 

@@ -1,4 +1,5 @@
-"""TGI's native API (``POST /generate``, ``GET /info``), as reference/tgi-openapi-3.3.json describes it.
+"""TGI's native API (``POST /generate``, ``POST /generate_stream``, ``POST /tokenize``, ``GET /info``), as
+reference/tgi-openapi-3.3.json describes it.
 
 Semantics follow TGI 3.3: sampling happens when ``do_sample`` is true or any warper is set (a temperature other than
 1, ``top_k``, ``top_p`` < 1), except that ``temperature: 0`` means greedy here (TGI rejects it). ``details``
@@ -27,7 +28,16 @@ from comptrust_serve.embedded.fields import (
 )
 from comptrust_serve.embedded.types import GenRequest, GenResult, InvalidRequest, Limits, Sampling
 
-__all__ = ["GenerateCall", "info_body", "parse_generate", "render_generate", "tgi_sampling"]
+__all__ = [
+    "GenerateCall",
+    "info_body",
+    "parse_generate",
+    "render_generate",
+    "render_stream_end",
+    "render_stream_token",
+    "render_tokenize",
+    "tgi_sampling",
+]
 
 _UNSUPPORTED: Mapping[str, object] = {
     "best_of": 1,
@@ -70,8 +80,9 @@ def tgi_sampling(params: Mapping[str, Any]) -> Sampling:
     return Sampling(greedy=False, temperature=temperature or 1.0, top_k=top_k, top_p=top_p, seed=seed)
 
 
-def parse_generate(body: object, codec: Codec, limits: Limits) -> GenerateCall:
-    """Validate a ``GenerateRequest`` body and turn it into one engine request."""
+def parse_generate(body: object, codec: Codec, limits: Limits, *, stream: bool = False) -> GenerateCall:
+    """Validate a ``GenerateRequest`` body and turn it into one engine request (for ``/generate_stream`` when
+    ``stream``: every token's log-probability is computed, as TGI streams them)."""
     obj = as_object(body, "body")
     inputs = obj.get("inputs")
     if not isinstance(inputs, str):
@@ -80,7 +91,8 @@ def parse_generate(body: object, codec: Codec, limits: Limits) -> GenerateCall:
         raise InvalidRequest("`inputs` cannot be empty")
     params = as_object(obj.get("parameters"), "parameters")
     reject_unsupported(params, _UNSUPPORTED)
-    reject_unsupported(obj, {"stream": False})
+    if not stream:
+        reject_unsupported(obj, {"stream": False})
     sampling = tgi_sampling(params)
     max_new = opt_int(params, "max_new_tokens", minimum=0)
     if max_new == 0:
@@ -99,8 +111,8 @@ def parse_generate(body: object, codec: Codec, limits: Limits) -> GenerateCall:
         max_new_tokens=budget,
         sampling=sampling,
         stop=stop,
-        logprobs=details,
-        top_n=top_n if details else 0,
+        logprobs=details or stream,
+        top_n=top_n if details or stream else 0,
         prefill_logprobs=details and decoder_input_details,
     )
     return GenerateCall(
@@ -121,10 +133,53 @@ def _token(codec: Codec, token_id: int, logprob: float | None) -> dict[str, Any]
     }
 
 
+def _generated_text(call: GenerateCall, result: GenResult, codec: Codec) -> str:
+    text = codec.decode(result.token_ids)
+    return call.inputs + text if call.return_full_text else text
+
+
+def render_stream_token(
+    index: int, token: int, logprob: float | None, top: tuple[tuple[int, float], ...] | None, codec: Codec
+) -> dict[str, Any]:
+    """A ``StreamResponse`` event for one generated token (``index`` counts from 1, as TGI's router does)."""
+    event: dict[str, Any] = {
+        "index": index,
+        "token": _token(codec, token, logprob),
+        "generated_text": None,
+        "details": None,
+    }
+    if top is not None:
+        event["top_tokens"] = [_token(codec, t, lp) for t, lp in top]
+    return event
+
+
+def render_stream_end(event: dict[str, Any], call: GenerateCall, result: GenResult, codec: Codec) -> dict[str, Any]:
+    """The last token's event completed with ``generated_text`` and, when asked, ``StreamDetails``."""
+    event = {**event, "generated_text": _generated_text(call, result, codec)}
+    if call.details:
+        event["details"] = {
+            "finish_reason": result.finish_reason,
+            "generated_tokens": len(result.token_ids),
+            "seed": result.seed,
+            "input_length": result.prompt_tokens,
+        }
+    return event
+
+
+def render_tokenize(body: object, codec: Codec) -> list[dict[str, Any]]:
+    """A ``TokenizeResponse``: the tokens of ``inputs`` with their text and character offsets."""
+    inputs = as_object(body, "body").get("inputs")
+    if not isinstance(inputs, str) or not inputs:
+        raise InvalidRequest("`inputs` must be a non-empty string")
+    return [
+        {"id": token_id, "text": inputs[start:stop], "start": start, "stop": stop}
+        for token_id, (start, stop) in codec.encode_with_offsets(inputs)
+    ]
+
+
 def render_generate(call: GenerateCall, result: GenResult, codec: Codec) -> dict[str, Any]:
     """A ``GenerateResponse`` body."""
-    text = codec.decode(result.token_ids)
-    body: dict[str, Any] = {"generated_text": call.inputs + text if call.return_full_text else text}
+    body: dict[str, Any] = {"generated_text": _generated_text(call, result, codec)}
     if not call.details:
         return body
     logprobs = result.logprobs or (None,) * len(result.token_ids)

@@ -6,6 +6,7 @@ Nothing here imports torch: the protocol modules build :class:`GenRequest` objec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,6 +22,7 @@ __all__ = [
     "Sampling",
     "ServerError",
     "ShuttingDown",
+    "TokenCallback",
 ]
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
@@ -84,9 +86,14 @@ class Sampling:
     seed: int | None = None
 
 
+# Called by the worker thread with each new token: (id, log-probability or None, top tokens or None).
+TokenCallback = Callable[[int, float | None, tuple[tuple[int, float], ...] | None], None]
+
+
 @dataclass(eq=False)
 class GenRequest:
-    """One sequence to generate. ``result`` is completed by the engine's worker thread."""
+    """One sequence to generate. ``result`` is completed by the engine's worker thread; ``on_token`` (for streaming)
+    is called by that thread with every token as it is chosen, before ``result`` completes."""
 
     prompt_ids: list[int]
     max_new_tokens: int
@@ -95,6 +102,7 @@ class GenRequest:
     logprobs: bool = False
     top_n: int = 0
     prefill_logprobs: bool = False
+    on_token: TokenCallback | None = None
     result: Future[GenResult] = field(default_factory=Future)
 
 

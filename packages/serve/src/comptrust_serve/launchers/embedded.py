@@ -1,5 +1,6 @@
 """The ``embedded`` launcher: comptrust's own transformers server (``python -m comptrust_serve.embedded``) as a child
-process, so that the model and the client's event loop never share a GIL."""
+process, so that the model and the client's event loop never share a GIL. Assigned GPUs (``options.gpus``) become the
+child's ``CUDA_VISIBLE_DEVICES``; the device it runs on is still ``options.device`` (CPU unless told)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import os
 import sys
 from typing import ClassVar
 
-from comptrust_core.endpoint import Endpoint
-
 from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.launchers import register_launcher
 from comptrust_serve.launchers.base import LaunchOptions, ServerHandle
-from comptrust_serve.launchers.process import ProcessHandle, log_path_for, spawn
-from comptrust_serve.ports import url_for
+from comptrust_serve.launchers.process import serve_child
 
 __all__ = ["EmbeddedLauncher", "embedded_argv"]
 
@@ -63,24 +61,8 @@ class EmbeddedLauncher:
         return None
 
     def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
-        log_path = log_path_for(options.log_dir, checkpoint.name, port)
         env = {**os.environ, **options.env, "PYTHONUNBUFFERED": "1"}
-        process = spawn(embedded_argv(checkpoint, options, port), log_path=log_path, env=env)
-        endpoint = Endpoint(
-            name=checkpoint.name,
-            url=url_for(options.host, port),
-            protocol="tgi",
-            model=checkpoint.name,
-            api_key_env=options.api_key_env,
-            checkpoint=str(checkpoint.path),
-            manifest=checkpoint.manifest,
-            launcher=self.name,
-            handle=str(process.pid),
-        )
-        handle = ProcessHandle(endpoint, process, log_path, stop_timeout_s=options.stop_timeout_s)
-        try:
-            handle.wait_healthy(options.startup_timeout_s)
-        except BaseException:
-            handle.stop()
-            raise
-        return handle
+        if options.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
+        argv = embedded_argv(checkpoint, options, port)
+        return serve_child(checkpoint, options, port, argv, env, protocol="tgi", launcher=self.name)

@@ -1,15 +1,18 @@
-"""Servers as child processes: spawning with a log file, waiting for health, stopping without orphans.
+"""Servers as child processes: spawning with a log file, waiting for health, stopping without orphans; and the
+``process`` launcher, which runs a real engine (TGI's ``text-generation-launcher`` or ``vllm serve``) that way.
 
 The child runs in its own session (a terminal's Ctrl-C reaches only the launching process, which then stops the child
 in order) and gets a pipe as stdin that only the launching process holds: when that process dies, the pipe closes, and
-a server started with ``--exit-with-parent`` shuts itself down. :meth:`ProcessHandle.stop` sends SIGTERM to the
-child's process group, then SIGKILL after a grace period.
+a server started with ``--exit-with-parent`` shuts itself down (engines that cannot do that run under
+:mod:`comptrust_serve.launchers.guard`, which does it for them). :meth:`ProcessHandle.stop` sends SIGTERM to the
+child, then SIGKILL to its whole process group after a grace period.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -17,13 +20,20 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import ClassVar, Literal
 
+from comptrust_core import ConfigError
 from comptrust_core.endpoint import Endpoint
 
+from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.health import probe
-from comptrust_serve.launchers.base import ServerHandle, ServerStartError
+from comptrust_serve.launchers import register_launcher
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, ServerStartError
+from comptrust_serve.launchers.engines import ENGINE_BINARIES, engine_command
+from comptrust_serve.launchers.guard import guard_argv
+from comptrust_serve.ports import free_port, url_for
 
-__all__ = ["ProcessHandle", "log_path_for", "spawn"]
+__all__ = ["ProcessHandle", "ProcessLauncher", "log_path_for", "serve_child", "spawn"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +126,11 @@ class ProcessHandle(ServerHandle):
             os.killpg(self.process.pid, sig)
 
     def stop(self) -> None:
-        """SIGTERM the child's process group, SIGKILL it after ``stop_timeout_s``; wait for the child to exit."""
+        """SIGTERM the child, SIGKILL its process group after ``stop_timeout_s``; wait for the child to exit."""
         if self.process.poll() is None:
             logger.info("stopping %s (pid %d)", self.endpoint.name, self.pid)
-            self._signal_group(signal.SIGTERM)
+            with suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)  # the child stops its own children (a guard, TGI's shards)
             try:
                 self.process.wait(self.stop_timeout_s)
             except subprocess.TimeoutExpired:
@@ -130,3 +141,71 @@ class ProcessHandle(ServerHandle):
         if self.process.stdin is not None:
             with suppress(OSError):
                 self.process.stdin.close()
+
+
+@register_launcher("process")
+class ProcessLauncher:
+    """A real engine (``text-generation-launcher`` or ``vllm serve``, by ``options.engine``) run from PATH as our child,
+    under :mod:`comptrust_serve.launchers.guard` so that it dies with this process."""
+
+    name: ClassVar[str] = "process"
+
+    def unavailable_reason(self) -> str | None:
+        if any(shutil.which(binary) for binary in ENGINE_BINARIES.values()):
+            return None
+        return "neither text-generation-launcher (TGI) nor vllm is on PATH; install one, or use --launcher embedded"
+
+    def preflight(self, options: LaunchOptions) -> None:
+        """Raise :class:`ConfigError` unless ``options.engine``'s program is on PATH (checked before any start)."""
+        binary = ENGINE_BINARIES.get(options.engine)
+        if binary is None:
+            raise ConfigError(f"unknown engine {options.engine!r}; choose tgi or vllm")
+        if shutil.which(binary, path=options.env.get("PATH")) is None:
+            other = "vllm" if options.engine == "tgi" else "tgi"
+            raise ConfigError(
+                f"--engine {options.engine} needs {binary} on PATH; install it, pick --engine {other}, "
+                "or use --launcher docker or embedded"
+            )
+
+    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+        self.preflight(options)
+        environ = {**os.environ, **options.env}
+        command = engine_command(checkpoint, options, port, master_port=free_port(), environ=environ)
+        logger.info("%s: %s", checkpoint.name, " ".join(command.argv))
+        argv = guard_argv(list(command.argv), options.stop_timeout_s)
+        env = {**environ, **command.env, "PYTHONUNBUFFERED": "1"}
+        return serve_child(checkpoint, options, port, argv, env, protocol=command.protocol, launcher=self.name)
+
+
+def serve_child(
+    checkpoint: Checkpoint,
+    options: LaunchOptions,
+    port: int,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    protocol: Literal["tgi", "openai"],
+    launcher: str,
+) -> ProcessHandle:
+    """Spawn ``argv`` (logging to a fresh file in ``options.log_dir``), describe it as an endpoint on ``port``, and
+    wait for its health within ``options.startup_timeout_s``; stop it on any failure or interruption."""
+    log_path = log_path_for(options.log_dir, checkpoint.name, port)
+    process = spawn(argv, log_path=log_path, env=env)
+    endpoint = Endpoint(
+        name=checkpoint.name,
+        url=url_for(options.host, port),
+        protocol=protocol,
+        model=checkpoint.name,
+        api_key_env=options.api_key_env,
+        checkpoint=str(checkpoint.path),
+        manifest=checkpoint.manifest,
+        launcher=launcher,
+        handle=str(process.pid),
+    )
+    handle = ProcessHandle(endpoint, process, log_path, stop_timeout_s=options.stop_timeout_s)
+    try:
+        handle.wait_healthy(options.startup_timeout_s)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle

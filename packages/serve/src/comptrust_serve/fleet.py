@@ -1,0 +1,161 @@
+"""Fleets: several checkpoints started at once, each on its own GPUs and port; one that fails does not stop the rest.
+
+``launch_fleet(checkpoints, "process", LaunchOptions(gpus=(0, 1, 2, 3)))`` places the checkpoints on the GPUs
+(:func:`comptrust_serve.placement.place`: one GPU each, or ``num_shard`` each), gives them ports (``options.port``,
+``+1``, ... or free ones), starts them concurrently, and returns a :class:`Fleet` holding the healthy servers and
+the failures. Stop it (or leave its ``with``) to stop every server. Interrupted while starting (Ctrl-C), it stops the
+servers already up; those still starting stop themselves as soon as they come up (and die with this process anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+from comptrust_core import ConfigError
+from comptrust_core.endpoint import Endpoint
+
+from comptrust_serve.checkpoint import Checkpoint
+from comptrust_serve.launch import launch_checkpoint
+from comptrust_serve.launchers import Launcher, resolve_launcher
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle
+from comptrust_serve.placement import place
+from comptrust_serve.ports import check_port_free, free_port
+
+__all__ = ["Fleet", "FleetFailure", "fleet_ports", "launch_fleet"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetFailure:
+    """A checkpoint that did not start: its name, the GPUs it was given, and the error (with the server's log tail)."""
+
+    name: str
+    gpus: tuple[int, ...]
+    error: str
+
+
+@dataclass
+class Fleet:
+    """The servers of one :func:`launch_fleet` call that are up, in the order the checkpoints were given, and the
+    checkpoints that failed to start."""
+
+    launcher: str
+    handles: list[ServerHandle] = field(default_factory=list)
+    failures: list[FleetFailure] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [handle.endpoint for handle in self.handles]
+
+    def stop(self) -> None:
+        """Stop every server (last started first); safe to call more than once."""
+        for handle in reversed(self.handles):
+            handle.stop()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def fleet_ports(count: int, host: str, first: int | None) -> list[int]:
+    """``count`` distinct ports: ``first``, ``first + 1``, ... (each checked free), or ports the OS picks."""
+    if first is not None:
+        ports = [first + i for i in range(count)]
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ConfigError(f"port {port} is out of range 1-65535")
+            check_port_free(host, port)
+        return ports
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = free_port(host)
+        if port not in chosen:
+            chosen.append(port)
+    return chosen
+
+
+class _Start(threading.Thread):
+    """Starts one server; if the fleet was cancelled meanwhile, stops it again at once."""
+
+    def __init__(self, checkpoint: Checkpoint, launcher: str, options: LaunchOptions, cancel: _Cancel) -> None:
+        super().__init__(name=f"start-{checkpoint.name}", daemon=True)
+        self.checkpoint = checkpoint
+        self.launcher = launcher
+        self.options = options
+        self.cancel = cancel
+        self.handle: ServerHandle | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            handle = launch_checkpoint(self.checkpoint, self.launcher, self.options)
+        except Exception as exc:
+            self.error = str(exc) or type(exc).__name__
+            logger.error("%s failed to start: %s", self.checkpoint.name, self.error)
+            return
+        with self.cancel.lock:
+            if not self.cancel.set:
+                self.handle = handle
+                return
+        handle.stop()
+
+
+@dataclass
+class _Cancel:
+    set: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def launch_fleet(
+    checkpoints: Sequence[Checkpoint], launcher: str | Launcher = "auto", options: LaunchOptions | None = None
+) -> Fleet:
+    """Start every checkpoint concurrently; return the :class:`Fleet` of those that came up and those that failed.
+
+    ``options.gpus`` is the pool placed over the checkpoints (``options.num_shard`` GPUs each, default 1); each
+    server gets ``options`` with its own ``gpus`` and ``port``. Bad input common to all (unknown launcher, too few
+    GPUs, a busy port, an engine that is not installed) raises :class:`ConfigError` before anything starts.
+    """
+    options = options or LaunchOptions()
+    chosen = resolve_launcher(launcher) if isinstance(launcher, str) else launcher
+    names = [c.name for c in checkpoints]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"two checkpoints would both be served as {repeated[0]!r}; tell them apart with --name")
+    slots = place(len(checkpoints), options.gpus, options.num_shard or 1)
+    preflight = getattr(chosen, "preflight", None)
+    if preflight is not None:
+        preflight(options)
+    ports = fleet_ports(len(checkpoints), options.host, options.port)
+    cancel = _Cancel()
+    starts = [
+        _Start(checkpoint, chosen.name, replace(options, gpus=gpus, port=port), cancel)
+        for checkpoint, gpus, port in zip(checkpoints, slots, ports, strict=True)
+    ]
+    fleet = Fleet(launcher=chosen.name)
+    try:
+        for start in starts:
+            start.start()
+        for start in starts:
+            start.join()
+    except BaseException:
+        with cancel.lock:
+            cancel.set = True
+            up = [start.handle for start in starts if start.handle is not None]
+        for handle in up:
+            handle.stop()
+        raise
+    for start in starts:
+        if start.handle is not None:
+            fleet.handles.append(start.handle)
+        else:
+            fleet.failures.append(FleetFailure(start.checkpoint.name, start.options.gpus, start.error or "unknown"))
+    return fleet
