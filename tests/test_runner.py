@@ -60,6 +60,8 @@ class Fakes:
     fail_compress: set[str] = field(default_factory=set)
     fail_launch: set[str] = field(default_factory=set)
     crash_evaluate: set[str] = field(default_factory=set)
+    crash_compress: set[str] = field(default_factory=set)
+    slow_launch: dict[str, threading.Event] = field(default_factory=dict)
     pair_up: bool = False  # evaluations wait for a partner: proves two servers run at once
     compressed: list[str] = field(default_factory=list)
     launched: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
@@ -73,6 +75,8 @@ class Fakes:
     def compress(self, config: CompressConfig) -> Path:
         assert config.name is not None
         self.compressed.append(config.name)
+        if config.name in self.crash_compress:
+            raise Crash(config.name)
         if config.name in self.fail_compress:
             raise ConfigError(f"--bits {config.bits} cannot be done here")
         config.out.mkdir(parents=True)
@@ -99,6 +103,8 @@ class Fakes:
         return config.out
 
     def launch(self, ckpt: Path, launcher: str, options: LaunchOptions) -> ServerHandle:
+        if ckpt.name in self.slow_launch:
+            assert self.slow_launch[ckpt.name].wait(timeout=60), "the slow launch was never released"
         with self.lock:
             self.launched.append((ckpt.name, options.gpus))
             if ckpt.name in self.fail_launch:
@@ -341,3 +347,32 @@ def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:
     options = launch_options(embedded, cell, (1,), tmp_path)
     assert options.env["CUDA_VISIBLE_DEVICES"] == "1" and options.num_shard is None
     assert launch_options(embedded, cell, (), tmp_path).env == {}
+
+
+def test_a_crash_mid_compression_keeps_what_was_made(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes(crash_compress={"m-gptq-w4-seed1"})
+    with pytest.raises(Crash):
+        run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.launched == []
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert [state.cells[n].stage for n in NAMES] == ["compressed", "compressed"] + ["pending"] * 4
+    fakes2 = Fakes()
+    run_sweep(plan, tmp_path / "plan.toml", fakes2.stages())
+    assert fakes2.compressed == NAMES[2:] and fakes2.evaluated == NAMES
+
+
+def test_a_server_still_starting_when_the_sweep_stops_is_stopped_once_up(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1]"))
+    release = threading.Event()
+    fakes = Fakes(crash_evaluate={"m-dense"}, slow_launch={"m-gptq-w4-seed0": release})
+    timer = threading.Timer(0.5, release.set)  # the slow server comes up after the crash
+    timer.start()
+    try:
+        with pytest.raises(Crash):
+            run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    finally:
+        release.set()
+        timer.cancel()
+    assert [name for name, _ in fakes.launched] == ["m-dense", "m-gptq-w4-seed0"]
+    assert fakes.evaluated == [] and fakes.running == []
