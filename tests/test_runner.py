@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,7 @@ class Fakes:
             evaluate=self.evaluate,
             analyze=self.analyze,
             methods=lambda: list(self.methods),
+            check_launcher=False,
         )
 
 
@@ -376,3 +378,13 @@ def test_a_server_still_starting_when_the_sweep_stops_is_stopped_once_up(tmp_pat
         timer.cancel()
     assert [name for name, _ in fakes.launched] == ["m-dense", "m-gptq-w4-seed0"]
     assert fakes.evaluated == [] and fakes.running == []
+
+
+def test_a_launcher_that_cannot_run_here_stops_before_any_work(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out").replace('launcher = "docker"', 'launcher = "no-such-launcher"'))
+    fakes = Fakes()
+    with pytest.raises(ConfigError, match=r"serve\.launcher = 'no-such-launcher'"):
+        run_sweep(plan, tmp_path / "plan.toml", dataclasses.replace(fakes.stages(), check_launcher=True))
+    assert fakes.compressed == []
+    est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense"])
+    assert any("no-such-launcher" in note for note in est.notes)

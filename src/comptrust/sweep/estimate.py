@@ -20,7 +20,7 @@ from comptrust_evaluate import read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.runner import needs_work
-from comptrust.sweep.stages import request_counts, unforwarded
+from comptrust.sweep.stages import check_launcher, request_counts, unforwarded
 from comptrust.sweep.state import CellState, SweepState
 
 __all__ = ["DEFAULTS", "Assumptions", "Estimate", "estimate", "format_estimate"]
@@ -131,8 +131,12 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
     requests_error = None
     try:
         requests = request_counts(plan)
+    except Exception as exc:  # a dry run reports what it cannot count (a suite or its data missing here)
+        requests_error = str(exc) if isinstance(exc, ComptrustError) else f"{type(exc).__name__}: {exc}"
+    try:
+        check_launcher(plan)
     except ComptrustError as exc:
-        requests_error = str(exc)
+        notes.append(f"{exc}; no checkpoint can be served until it can")
     stages: dict[str, str] = {c.name: state.cells[c.name].stage for c in cells if c.name in state.cells}
     stages.update({c.name: "pending" for c in cells if c.name not in stages})
     fingerprint = plan.evaluate.request_fingerprint()

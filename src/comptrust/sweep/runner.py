@@ -27,6 +27,7 @@ from comptrust_serve import LaunchOptions, ServerHandle
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.stages import (
     Stages,
+    check_launcher,
     compress_config,
     evaluate_config,
     launch_options,
@@ -174,7 +175,7 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
 def needs_work(cell: Cell, cs: CellState, fingerprint: str) -> bool:
     """Whether the cell is not yet evaluated, cleanly, for these evaluate settings and this very cell."""
     done = cs.stage == "evaluated" and cs.errors == 0 and cs.evaluated_with == fingerprint
-    return not (done and cs.cell == cell.model_dump_json())
+    return not (done and cs.cell in (None, cell.model_dump_json()))  # None: a state written before cells had one
 
 
 def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> SweepResult:
@@ -183,7 +184,10 @@ def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> Swee
     cells = plan.cells()
     for note in unforwarded(plan):
         log.warning("%s", note)
-    request_counts(plan)  # a suite or data folder evaluate cannot use is a plan error before any work
+    # a suite or data folder evaluate cannot use, or a launcher that cannot run here, is a plan error before any work
+    request_counts(plan)
+    if stages.check_launcher:
+        check_launcher(plan)
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out, plan_file)
     fingerprint = plan.evaluate.request_fingerprint()

@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from comptrust_analysis import AnalysisConfig, analyze, render_text
 from comptrust_compress import CompressConfig, compress, method_names
-from comptrust_core import Manifest
+from comptrust_core import ConfigError, Manifest
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, RunSummary, evaluate_async, make_plan
-from comptrust_serve import LaunchOptions, ServerHandle, launch_checkpoint, open_checkpoint
+from comptrust_serve import LaunchOptions, ServerHandle, launch_checkpoint, open_checkpoint, resolve_launcher
 
 from comptrust.sweep.plan import Cell, Plan
 
 __all__ = [
     "Stages",
+    "check_launcher",
     "compress_config",
     "evaluate_config",
     "launch_options",
@@ -56,6 +57,8 @@ class Stages:
     """Analyze the runs and return the terminal report."""
     methods: Callable[[], list[str]]
     """The compression method names registered in this installation."""
+    check_launcher: bool = True
+    """Check before any work that the plan's launcher can run here (off for fake launchers)."""
 
 
 def _launch(checkpoint_dir: Path, launcher: str, options: LaunchOptions) -> ServerHandle:
@@ -69,6 +72,14 @@ def _analyze(config: AnalysisConfig) -> str:
 
 def real_stages() -> Stages:
     return Stages(compress=compress, launch=_launch, evaluate=evaluate_async, analyze=_analyze, methods=method_names)
+
+
+def check_launcher(plan: Plan) -> None:
+    """A launcher that is unknown here or cannot run here (no Docker engine, ...) is a plan error before any work."""
+    try:
+        resolve_launcher(plan.serve.launcher)
+    except ConfigError as exc:
+        raise ConfigError(f"plan: serve.launcher = {plan.serve.launcher!r}: {exc}") from None
 
 
 def compress_config(plan: Plan, cell: Cell, out: Path) -> CompressConfig:
