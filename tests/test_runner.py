@@ -27,6 +27,7 @@ from comptrust_core import (
 from comptrust_evaluate import EndpointSummary, EvaluateConfig, RunSummary
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
+from comptrust.sweep.cli import main
 from comptrust.sweep.estimate import estimate, format_estimate
 from comptrust.sweep.plan import parse_plan
 from comptrust.sweep.runner import run_sweep
@@ -388,3 +389,19 @@ def test_a_launcher_that_cannot_run_here_stops_before_any_work(tmp_path: Path) -
     assert fakes.compressed == []
     est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense"])
     assert any("no-such-launcher" in note for note in est.notes)
+
+
+def test_status_shows_each_checkpoints_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = _plan(tmp_path / "out", gpus="[0, 1]")
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(text)
+    fakes = Fakes(fail_launch={"m-magnitude-2of4"})
+    run_sweep(parse_plan(text), plan_file, fakes.stages())
+    assert main(["status", str(plan_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    dense = next(line for line in lines if line.startswith("m-dense "))
+    assert "evaluated ok=5 errors=0" in dense and "compress=42s" in dense and "evaluate=5req/2s" in dense
+    assert "gpus=0" in dense or "gpus=1" in dense
+    mag = next(line for line in lines if line.startswith("m-magnitude-2of4 "))
+    assert "failed (serve: m-magnitude-2of4: the server exited while starting)" in mag
+    assert lines[-1].startswith("5/6 evaluated, 1 failed")

@@ -41,7 +41,12 @@ def _status(plan_path: Path) -> int:
         extra = f" ({cs.failed_stage}: {cs.error})" if cs and cs.error else ""
         counts = f" ok={cs.ok} errors={cs.errors}" if cs and cs.stage == "evaluated" else ""
         gpus = f" gpus={','.join(map(str, cs.gpus))}" if cs and cs.gpus else ""
-        print(f"{cell.name:<{width}}  {stage}{counts}{gpus}{extra}")
+        times = ""
+        if cs and cs.compress_s is not None:
+            times += f" compress={cs.compress_s:.0f}s"
+        if cs and cs.evaluate_s is not None and cs.requests:
+            times += f" evaluate={cs.requests}req/{cs.evaluate_s:.0f}s"
+        print(f"{cell.name:<{width}}  {stage}{extra}{counts}{gpus}{times}")
     done = sum(1 for c in cells if c.name in state.cells and state.cells[c.name].stage == "evaluated")
     failed = sum(1 for c in cells if c.name in state.cells and state.cells[c.name].stage == "failed")
     print(f"{done}/{len(cells)} evaluated, {failed} failed; outputs in {plan.out_dir()}")
