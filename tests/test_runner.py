@@ -24,14 +24,14 @@ from comptrust_core import (
     RequestSpec,
     write_manifest,
 )
-from comptrust_evaluate import EndpointSummary, EvaluateConfig, RunSummary
+from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, RunSummary
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
 from comptrust.sweep.cli import main
 from comptrust.sweep.estimate import estimate, format_estimate
 from comptrust.sweep.plan import parse_plan
 from comptrust.sweep.runner import run_sweep
-from comptrust.sweep.stages import Stages, launch_options
+from comptrust.sweep.stages import Stages, evaluate_config, launch_options, unforwarded
 from comptrust.sweep.state import load_state
 
 
@@ -405,3 +405,20 @@ def test_status_shows_each_checkpoints_stage(tmp_path: Path, capsys: pytest.Capt
     mag = next(line for line in lines if line.startswith("m-magnitude-2of4 "))
     assert "failed (serve: m-magnitude-2of4: the server exited while starting)" in mag
     assert lines[-1].startswith("5/6 evaluated, 1 failed")
+
+
+def test_evaluate_keys_are_forwarded_where_evaluate_takes_them_and_named_where_not(tmp_path: Path) -> None:
+    extra = '[evaluate]\ntasks = ["toxicity"]\nlimit = 2\nsample = 0.5\nsample_seed = 3\ndata_dir = "dt/data"\n'
+    extra += "max_concurrency = 4\n[evaluate.limits]\ntoxicity = 7\n"
+    plan = parse_plan(_plan(tmp_path, extra=extra))
+    config = evaluate_config(plan, tmp_path / "run", EndpointSpec(url="http://127.0.0.1:1"))
+    assert (config.suite, config.limit, config.data_dir, config.max_concurrency) == ("quick", 2, Path("dt/data"), 4)
+    assert config.retry_errors is True
+    fields = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    notes = unforwarded(plan)
+    for key, value in (("tasks", ("toxicity",)), ("sample", 0.5), ("sample_seed", 3), ("limits", {"toxicity": 7})):
+        if key in fields:
+            assert getattr(config, key) == value
+        else:
+            assert any(note.startswith(f"evaluate.{key} is not forwarded") for note in notes)
+    assert not any("dt_compat" in note for note in notes)  # not set in this plan
