@@ -21,7 +21,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`sweep status PLAN.toml` shows which stage each checkpoint has reached.",
     )
     p.add_argument("plan", type=Path, help="plan file (TOML), e.g. examples/quickstart.toml")
-    p.add_argument("--dry-run", action="store_true", help="print the checkpoints the plan yields and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the checkpoints, the requests per checkpoint and a time estimate, and exit",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -29,12 +33,34 @@ def _parser() -> argparse.ArgumentParser:
 def _status(plan_path: Path) -> int:
     plan = load_plan(plan_path)
     state = load_state(plan.out_dir(), plan_path)
-    for cell in plan.cells():
+    cells = plan.cells()
+    width = max(len(c.name) for c in cells)
+    for cell in cells:
         cs = state.cells.get(cell.name)
         stage = cs.stage if cs else "pending"
         extra = f" ({cs.failed_stage}: {cs.error})" if cs and cs.error else ""
         counts = f" ok={cs.ok} errors={cs.errors}" if cs and cs.stage == "evaluated" else ""
-        print(f"{cell.name:<48} {stage}{counts}{extra}")
+        gpus = f" gpus={','.join(map(str, cs.gpus))}" if cs and cs.gpus else ""
+        times = ""
+        if cs and cs.compress_s is not None:
+            times += f" compress={cs.compress_s:.0f}s"
+        if cs and cs.evaluate_s is not None and cs.requests:
+            times += f" evaluate={cs.requests}req/{cs.evaluate_s:.0f}s"
+        print(f"{cell.name:<{width}}  {stage}{extra}{counts}{gpus}{times}")
+    done = sum(1 for c in cells if c.name in state.cells and state.cells[c.name].stage == "evaluated")
+    failed = sum(1 for c in cells if c.name in state.cells and state.cells[c.name].stage == "failed")
+    print(f"{done}/{len(cells)} evaluated, {failed} failed; outputs in {plan.out_dir()}")
+    return 0
+
+
+def _dry_run(plan_path: Path) -> int:
+    from comptrust_compress import method_names
+
+    from comptrust.sweep.estimate import estimate, format_estimate
+
+    plan = load_plan(plan_path)
+    state = load_state(plan.out_dir(), plan_path)
+    print(format_estimate(plan, estimate(plan, state, method_names())))
     return 0
 
 
@@ -47,13 +73,9 @@ def _main(argv: list[str] | None) -> int:
         return _status(Path(argv[1]))
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
-    plan = load_plan(args.plan)
-    cells = plan.cells()
     if args.dry_run:
-        print(f"study {plan.study.name}: {len(cells)} checkpoint(s) into {plan.out_dir()}")
-        for cell in cells:
-            print(f"  {cell.name}")
-        return 0
+        return _dry_run(args.plan)
+    plan = load_plan(args.plan)
     from comptrust.sweep.runner import run_sweep
 
     result = run_sweep(plan, args.plan)

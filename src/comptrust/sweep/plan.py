@@ -1,4 +1,9 @@
-"""The plan file (TOML): models × methods × levels × calibration seeds, and how to serve, evaluate and analyze them."""
+"""The plan file (TOML): models × methods × levels × calibration seeds, and how to serve, evaluate and analyze them.
+
+Every key is checked when the file is read (types, ranges through compress's own config checks, list shapes), and
+an error names the key and its line. Whether a method name is registered in this installation is checked when the
+sweep runs, not here, so a plan written for methods another install has (gptq, awq, ...) still parses.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,59 @@ import itertools
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from comptrust_compress import CompressConfig
 from comptrust_core import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["Cell", "MethodPlan", "ModelPlan", "Plan", "load_plan"]
+from comptrust.sweep._lines import key_lines, line_of
+
+__all__ = [
+    "AnalyzePlan",
+    "Cell",
+    "EvaluatePlan",
+    "MethodPlan",
+    "ModelPlan",
+    "Plan",
+    "ServePlan",
+    "StudyPlan",
+    "load_plan",
+    "parse_plan",
+]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LEVEL_KEYS = ("bits", "group_size", "act_order", "sparsity", "pattern", "export")
+_CALIB_KEYS = ("calib_data", "calib_samples", "calib_seqlen", "calib_seed")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _safe_name(value: str, what: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{what} may hold letters, digits, '.', '_' and '-' only (got {value!r})")
+    return value
+
+
 class ModelPlan(_Strict):
     name: str = Field(description="short name used in checkpoint and run folder names")
-    source: str = Field(description="alias, Hugging Face id or local folder, as `compress --model` takes it")
+    source: str = Field(min_length=1, description="alias, Hugging Face id or local folder, as `compress --model`")
+    trust_remote_code: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _safe_name(v, "a model name")
+
+
+def _compress_check(option: str, value: Any) -> None:
+    """Range-check one method option with compress's own config checks (nothing is loaded or run)."""
+    try:
+        CompressConfig(model="plan", method="plan", out=Path("plan"), **{option: value})
+    except ConfigError as exc:
+        raise ValueError(str(exc).replace("--", "", 1)) from None
 
 
 class MethodPlan(_Strict):
@@ -38,22 +81,139 @@ class MethodPlan(_Strict):
     calib_seed: int | list[int] | None = None
     export: Literal["compressed", "fake-quant"] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _safe_name(v, "a method name")
+
+    @field_validator("bits", "sparsity", "pattern", "calib_seed", "group_size", "calib_samples", "calib_seqlen")
+    @classmethod
+    def _values(cls, v: Any, info: Any) -> Any:
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list expands into no checkpoint; give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{v} repeats a value; list each one once")
+        for value in values:
+            if value is not None:
+                _compress_check(info.field_name, value)
+        return v
+
+    @model_validator(mode="after")
+    def _dense_has_no_levels(self) -> MethodPlan:
+        if self.name == "dense":
+            given = [k for k in (*_LEVEL_KEYS, *_CALIB_KEYS) if getattr(self, k) is not None]
+            if given:
+                raise ValueError(
+                    f"dense is the uncompressed base, made once per model: drop {', '.join(given)} "
+                    "from this [[methods]]"
+                )
+        return self
+
+    def axes(self) -> dict[str, list[Any]]:
+        """The expanded values of each list-valued option (a scalar is a one-value axis)."""
+        return {
+            k: (v if isinstance(v, list) else [v])
+            for k, v in {
+                "bits": self.bits,
+                "sparsity": self.sparsity,
+                "pattern": self.pattern,
+                "calib_seed": self.calib_seed,
+            }.items()
+        }
+
 
 class ServePlan(_Strict):
-    launcher: str = "embedded"
+    launcher: str = Field(default="embedded", description="embedded | process | docker | auto")
+    engine: Literal["tgi", "vllm"] = "tgi"
+    image: str | None = Field(default=None, description="container image override (docker launcher)")
+    gpus: list[int] = Field(default_factory=list, description="GPU indices the sweep may use; empty: CPU / one server")
+    gpus_per_server: int = Field(default=1, ge=1, description="GPUs each server gets (TGI num_shard)")
     dtype: str | None = Field(default=None, description="compute dtype; 'auto' = the checkpoint's own")
-    max_batch: int | None = None
-    startup_timeout_s: float = 600.0
+    max_batch: int | None = Field(default=None, ge=1)
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    max_total_tokens: int | None = Field(default=None, ge=1)
+    shm_size: str | None = None
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: list[int]) -> list[int]:
+        if any(g < 0 for g in v):
+            raise ValueError("GPU indices are 0 or more")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} names a GPU twice")
+        return v
+
+    @model_validator(mode="after")
+    def _groups(self) -> ServePlan:
+        if self.gpus and len(self.gpus) < self.gpus_per_server:
+            raise ValueError(
+                f"gpus_per_server = {self.gpus_per_server} but only {len(self.gpus)} GPU(s) listed in gpus; "
+                "list more GPUs or lower gpus_per_server"
+            )
+        return self
+
+    def slots(self) -> list[tuple[int, ...]]:
+        """One GPU group per server that may run at once; ``[()]`` (one server, no GPU) without gpus.
+
+        GPUs left over after the last full group stay unused."""
+        if not self.gpus:
+            return [()]
+        k = self.gpus_per_server
+        return [tuple(self.gpus[i : i + k]) for i in range(0, len(self.gpus) - k + 1, k)]
 
 
 class EvaluatePlan(_Strict):
     suite: str = "quick"
-    max_concurrency: int = 16
-    limit: int | None = None
+    tasks: list[str] | None = Field(default=None, description="perspectives/tasks to run; None: all of the suite's")
+    limit: int | None = Field(default=None, ge=1, description="items per scenario, every task")
+    limits: dict[str, int] = Field(default_factory=dict, description="items per scenario for one task")
+    sample: float | None = Field(default=None, gt=0.0, le=1.0, description="fraction of items to draw")
+    sample_seed: int | None = Field(default=None, ge=0, description="seed of the sample")
+    dt_compat: bool = Field(default=False, description="send DecodingTrust's Llama-2 prompt strings, as the paper")
+    data_dir: str | None = Field(default=None, description="a DecodingTrust checkout's data/ folder")
+    max_concurrency: int = Field(default=16, ge=1)
+    rps: float | None = Field(default=None, gt=0)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("an empty task list runs nothing; drop the key to run every task of the suite")
+            if len(set(v)) != len(v):
+                raise ValueError(f"{v} names a task twice")
+        return v
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, v: dict[str, int]) -> dict[str, int]:
+        for task, n in v.items():
+            if n < 1:
+                raise ValueError(f"the limit of {task} is {n}; give at least 1")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluatePlan:
+        if self.tasks is not None:
+            stray = sorted(set(self.limits) - set(self.tasks))
+            if stray:
+                raise ValueError(f"limits name {', '.join(stray)}, which tasks does not list; add them to tasks")
+        if self.sample_seed is not None and self.sample is None:
+            raise ValueError("sample_seed is the seed of sample; give sample (a fraction) too, or drop sample_seed")
+        return self
+
+    def request_fingerprint(self) -> str:
+        """What decides which requests are sent (not how fast): a change means evaluating again."""
+        return self.model_dump_json(exclude={"max_concurrency", "rps"})
 
 
 class AnalyzePlan(_Strict):
     variant: Literal["dt-main", "dt-compressed-trust"] = "dt-main"
+    compare: Literal["paper"] | None = None
+    plots: bool = True
 
 
 class StudyPlan(_Strict):
@@ -64,9 +224,7 @@ class StudyPlan(_Strict):
     @field_validator("name")
     @classmethod
     def _safe(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
-            raise ValueError("study name may hold letters, digits, '.', '_' and '-' only")
-        return v
+        return _safe_name(v, "study name")
 
 
 class Cell(_Strict):
@@ -113,18 +271,11 @@ class Plan(_Strict):
         return Path(self.study.out) if self.study.out else Path("sweeps") / self.study.name
 
     def cells(self) -> list[Cell]:
+        """The grid, model by model, in the plan's method order (dense has no axes, so it is one cell)."""
         cells: list[Cell] = []
         for model in self.models:
             for m in self.methods:
-                axes = {
-                    k: (v if isinstance(v, list) else [v])
-                    for k, v in {
-                        "bits": m.bits,
-                        "sparsity": m.sparsity,
-                        "pattern": m.pattern,
-                        "calib_seed": m.calib_seed,
-                    }.items()
-                }
+                axes = m.axes()
                 for values in itertools.product(*axes.values()):
                     level = dict(zip(axes, values, strict=True))
                     cells.append(
@@ -140,23 +291,54 @@ class Plan(_Strict):
                             **level,
                         )
                     )
-        names = [c.name for c in cells]
+        return cells
+
+    @model_validator(mode="after")
+    def _unique(self) -> Plan:
+        models = [m.name for m in self.models]
+        if len(set(models)) != len(models):
+            raise ValueError(f"two [[models]] share a name ({', '.join(models)}); give each its own")
+        names = [c.name for c in self.cells()]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(f"the plan yields the same checkpoint twice: {', '.join(dupes)}; remove the repeat")
-        return cells
+            raise ValueError(f"the plan yields the same checkpoint twice: {', '.join(dupes)}; remove the repeat")
+        return self
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"#{part + 1}" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_plan(text: str, origin: str = "plan") -> Plan:
+    """Validate a plan's TOML text; every problem is named by key and line in one :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"plan file {origin} is not valid TOML: {exc}") from None
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        lines = key_lines(text)
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = line_of(lines, loc)
+            at = f"line {line}: " if line else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key; check its spelling (see examples/quickstart.toml and the README's sweep section)"
+            problems.append(f"{at}{_where(loc)}: {msg}")
+        shown = "\n  ".join(problems[:8])
+        more = f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise ConfigError(f"plan file {origin}: {len(problems)} problem(s):\n  {shown}{more}") from None
 
 
 def load_plan(path: Path) -> Plan:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"plan file not found: {path}; see examples/quickstart.toml") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"plan file {path} is not valid TOML: {exc}") from exc
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"plan file {path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)") from exc
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"plan file not found: {path}; see examples/quickstart.toml") from None
+    return parse_plan(text, str(path))

@@ -1,22 +1,44 @@
-"""Drive compress → serve → evaluate → analyze through every cell of a plan, resumably."""
+"""Drive compress → serve → evaluate → analyze through every cell of a plan, resumably, N servers at once.
+
+Two phases. First every cell that still needs evaluating is compressed, one at a time on the study device (a
+checkpoint whose manifest already matches the cell is kept). Then the compressed cells are served and evaluated by
+one worker per GPU group (``[serve] gpus`` split into ``gpus_per_server``; one worker without GPUs): a worker starts
+the cell's server on its group, evaluates it, stops it and takes the next cell. Analysis runs at the end over every
+evaluated cell. A cell that fails at any stage is recorded in ``sweep-state.json`` with its stage and error, and the
+rest go on. After a crash or Ctrl-C a rerun resumes: compressed checkpoints are kept, evaluation resumes from the
+records already written, and servers are stopped on the way out.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from comptrust_analysis import AnalysisConfig, analyze, render_text
-from comptrust_compress import CompressConfig, compress
-from comptrust_core import MANIFEST_FILE, CheckpointError, ComptrustError, Manifest, read_manifest
-from comptrust_evaluate import EndpointSpec, EvaluateConfig, evaluate
-from comptrust_serve import launch
+from comptrust_analysis import AnalysisConfig
+from comptrust_core import MANIFEST_FILE, CheckpointError, ConfigError, read_manifest
+from comptrust_evaluate import EndpointSpec
+from comptrust_serve import LaunchOptions, ServerHandle
 
 from comptrust.sweep.plan import Cell, Plan
+from comptrust.sweep.stages import (
+    Stages,
+    check_launcher,
+    compress_config,
+    evaluate_config,
+    launch_options,
+    manifest_mismatch,
+    real_stages,
+    request_counts,
+    unforwarded,
+)
 from comptrust.sweep.state import CellState, SweepState, load_state, save_state
 
-__all__ = ["SweepResult", "run_sweep"]
+__all__ = ["SweepResult", "needs_work", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -29,119 +51,163 @@ class SweepResult:
     failed: tuple[str, ...]
 
 
-def _compress_config(plan: Plan, cell: Cell, out: Path) -> CompressConfig:
-    return CompressConfig(
-        model=cell.model.source,
-        method=cell.method,
-        out=out,
-        name=cell.name,
-        bits=cell.bits,
-        group_size=cell.group_size,
-        act_order=cell.act_order,
-        sparsity=cell.sparsity,
-        pattern=cell.pattern,  # type: ignore[arg-type]
-        calib_data=cell.calib_data,
-        calib_samples=cell.calib_samples,
-        calib_seqlen=cell.calib_seqlen,
-        calib_seed=cell.calib_seed,
-        export=cell.export,  # type: ignore[arg-type]
-        device=plan.study.device,
-    )
+def _fail(cell: Cell, cs: CellState, stage: str, exc: Exception) -> None:
+    cs.stage, cs.failed_stage = "failed", stage
+    cs.error = str(exc) or exc.__class__.__name__
+    if isinstance(exc, ConfigError | CheckpointError) or hasattr(exc, "exit_code"):
+        log.error("[%s] %s failed: %s (the rest of the grid goes on)", cell.name, stage, cs.error)
+    else:  # not one of ours: keep the traceback in the log, the cell still fails alone
+        log.exception("[%s] %s failed unexpectedly (the rest of the grid goes on)", cell.name, stage)
 
 
-def _matches(manifest: Manifest, cell: Cell) -> bool:
-    """Does an existing checkpoint already hold what this cell asks for?"""
-    m = manifest.method
-    asked = {
-        "bits": cell.bits,
-        "group_size": cell.group_size,
-        "act_order": cell.act_order,
-        "pattern": cell.pattern,
-        "sparsity": cell.sparsity,
-    }
-    for field, value in asked.items():
-        if value is not None and getattr(m, field) != value:
-            return False
-    seed = manifest.calibration.seed if manifest.calibration else None
-    return (
-        m.name == cell.method
-        and manifest.base_model.source == cell.model.source
-        and (cell.calib_seed is None or seed == cell.calib_seed)
-    )
-
-
-def _ensure_checkpoint(plan: Plan, cell: Cell, ckpt: Path) -> None:
+def _ensure_checkpoint(plan: Plan, cell: Cell, ckpt: Path, stages: Stages) -> float | None:
+    """Make the cell's checkpoint unless a matching one is there; its measured compression time."""
     if (ckpt / MANIFEST_FILE).is_file():
         manifest = read_manifest(ckpt)
-        if _matches(manifest, cell):
-            log.info("[%s] checkpoint exists and matches the plan: %s", cell.name, ckpt)
-            return
-        raise CheckpointError(
-            f"{ckpt} holds a different checkpoint ({manifest.method.name}); move it away or change the study name"
-        )
+        diffs = manifest_mismatch(manifest, cell)
+        if diffs:
+            raise CheckpointError(
+                f"{ckpt} holds a different checkpoint ({'; '.join(diffs)}); move it away or change the study name"
+            )
+        log.info("[%s] checkpoint exists and matches the plan: %s", cell.name, ckpt)
+        return manifest.measured.wall_time_s
     if ckpt.exists():
         raise CheckpointError(f"{ckpt} exists but holds no {MANIFEST_FILE}; remove it so the sweep can rebuild it")
     log.info("[%s] compressing %s with %s", cell.name, cell.model.source, cell.method)
-    compress(_compress_config(plan, cell, ckpt))
+    stages.compress(compress_config(plan, cell, ckpt))
+    return read_manifest(ckpt).measured.wall_time_s
 
 
-def _evaluate_cell(plan: Plan, cell: Cell, ckpt: Path, run_dir: Path, logs: Path) -> tuple[int, int]:
-    started = time.monotonic()
-    with launch(
-        ckpt,
-        launcher=plan.serve.launcher,
-        device=plan.study.device,
-        dtype=plan.serve.dtype,
-        max_batch=plan.serve.max_batch or 32,
-        startup_timeout_s=plan.serve.startup_timeout_s,
-        log_dir=logs,
-    ) as server:
-        log.info("[%s] serving at %s (%.1fs to healthy)", cell.name, server.endpoint.url, time.monotonic() - started)
-        summary = evaluate(
-            EvaluateConfig(
-                out=run_dir,
-                endpoints=(EndpointSpec.from_endpoint(server.endpoint),),
-                suite=plan.evaluate.suite,
-                max_concurrency=plan.evaluate.max_concurrency,
-                limit=plan.evaluate.limit,
-                retry_errors=True,
-            )
-        )
-    ep = summary.endpoints[0]
-    return ep.resumed + ep.ok, ep.errors
+@dataclass(frozen=True)
+class _Sweep:
+    """One invocation's context: the plan, its output folder and state, and the stage calls."""
+
+    plan: Plan
+    out: Path
+    state: SweepState
+    stages: Stages
+
+    def save(self) -> None:
+        save_state(self.out, self.state)
 
 
-def run_sweep(plan: Plan, plan_file: Path) -> SweepResult:
-    out = plan.out_dir()
-    cells = plan.cells()
-    out.mkdir(parents=True, exist_ok=True)
-    state = load_state(out, plan_file)
-    evaluated_with = plan.evaluate.model_dump_json()
+def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
+    plan, state, out, stages, save = sweep.plan, sweep.state, sweep.out, sweep.stages, sweep.save
+    known = set(stages.methods())
+    ready: list[Cell] = []
     for cell in cells:
-        cs = state.cells.setdefault(cell.name, CellState())
-        if cs.stage == "evaluated" and cs.errors == 0 and cs.evaluated_with == evaluated_with:
-            log.info("[%s] already evaluated; skipping", cell.name)
-            continue
-        ckpt = out / "checkpoints" / cell.name
-        run_dir = out / "runs" / cell.name
-        stage = "compress"
+        cs = state.cells[cell.name]
         try:
-            _ensure_checkpoint(plan, cell, ckpt)
-            cs.stage, cs.error, cs.failed_stage = "compressed", None, None
-            save_state(out, state)
-            stage = "serve/evaluate"
-            cs.ok, cs.errors = _evaluate_cell(plan, cell, ckpt, run_dir, out / "logs")
-            cs.stage, cs.evaluated_with = "evaluated", evaluated_with
+            if cell.method not in known:
+                raise ConfigError(
+                    f"plan error: method {cell.method!r} is not registered in this installation "
+                    f"(registered: {', '.join(sorted(known))}); install the comptrust-compress that has it, "
+                    "or remove it from the plan"
+                )
+            cs.compress_s = _ensure_checkpoint(plan, cell, out / "checkpoints" / cell.name, stages)
+            cs.stage, cs.error, cs.failed_stage, cs.cell = "compressed", None, None, cell.model_dump_json()
+            ready.append(cell)
+        except Exception as exc:
+            _fail(cell, cs, "compress", exc)
+        save()
+    return ready
+
+
+async def _launch_owned(stages: Stages, ckpt: Path, launcher: str, options: LaunchOptions) -> ServerHandle:
+    """Start a server in a worker thread; if we are cancelled meanwhile, the server is stopped once it is up."""
+    loop = asyncio.get_running_loop()
+    fut = loop.run_in_executor(None, stages.launch, ckpt, launcher, options)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+
+        def stop_orphan(f: asyncio.Future[ServerHandle]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                f.result().stop()
+
+        fut.add_done_callback(stop_orphan)
+        raise
+
+
+async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
+    plan, state, out, stages, save = sweep.plan, sweep.state, sweep.out, sweep.stages, sweep.save
+    slots = plan.serve.slots()[: max(1, len(cells))]
+    queue = deque(cells)
+    fingerprint = plan.evaluate.request_fingerprint()
+    progress: Literal["log", "auto"] = "log" if len(slots) > 1 else "auto"
+
+    async def one(cell: Cell, gpus: tuple[int, ...]) -> None:
+        cs = state.cells[cell.name]
+        ckpt = out / "checkpoints" / cell.name
+        stage = "serve"
+        try:
+            started = time.monotonic()
+            options = launch_options(plan, cell, gpus, out / "logs")
+            server = await _launch_owned(stages, ckpt, plan.serve.launcher, options)
+            try:
+                cs.startup_s, cs.gpus = time.monotonic() - started, list(gpus)
+                log.info("[%s] serving at %s on %s", cell.name, server.endpoint.url, f"GPUs {gpus}" if gpus else "CPU")
+                stage = "evaluate"
+                config = evaluate_config(
+                    plan, out / "runs" / cell.name, EndpointSpec.from_endpoint(server.endpoint), progress
+                )
+                summary = await stages.evaluate(config)
+            finally:
+                await asyncio.to_thread(server.stop)
+            ep = summary.endpoints[0]
+            cs.ok, cs.errors = ep.resumed + ep.ok, ep.errors
+            cs.requests, cs.evaluate_s = ep.ok + ep.errors, ep.elapsed_s
+            cs.stage, cs.evaluated_with, cs.error, cs.failed_stage = "evaluated", fingerprint, None, None
             if cs.errors:
                 log.warning("[%s] %d requests ended as errors; rerun the sweep to retry them", cell.name, cs.errors)
-        except ComptrustError as exc:
-            cs.stage, cs.error, cs.failed_stage = "failed", str(exc), stage
-            log.error("[%s] %s failed: %s (the rest of the grid goes on)", cell.name, stage, exc)
-        save_state(out, state)
+        except Exception as exc:
+            _fail(cell, cs, stage, exc)
+        save()
+
+    async def worker(gpus: tuple[int, ...]) -> None:
+        while queue:
+            await one(queue.popleft(), gpus)
+
+    log.info("serving %d checkpoint(s), up to %d at once", len(cells), len(slots))
+    await asyncio.gather(*(worker(gpus) for gpus in slots))
+
+
+def needs_work(cell: Cell, cs: CellState, fingerprint: str) -> bool:
+    """Whether the cell is not yet evaluated, cleanly, for these evaluate settings and this very cell."""
+    done = cs.stage == "evaluated" and cs.errors == 0 and cs.evaluated_with == fingerprint
+    return not (done and cs.cell in (None, cell.model_dump_json()))  # None: a state written before cells had one
+
+
+def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> SweepResult:
+    stages = stages or real_stages()
+    out = plan.out_dir()
+    cells = plan.cells()
+    for note in unforwarded(plan):
+        log.warning("%s", note)
+    # a suite or data folder evaluate cannot use, or a launcher that cannot run here, is a plan error before any work
+    request_counts(plan)
+    if stages.check_launcher:
+        check_launcher(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state(out, plan_file)
+    fingerprint = plan.evaluate.request_fingerprint()
+    for cell in cells:
+        state.cells.setdefault(cell.name, CellState())
+    todo = [c for c in cells if needs_work(c, state.cells[c.name], fingerprint)]
+    for cell in cells:
+        if cell not in todo:
+            log.info("[%s] already evaluated; skipping", cell.name)
+
+    sweep = _Sweep(plan, out, state, stages)
+    ready = _compress_all(sweep, todo)
+    if ready:
+        asyncio.run(_serve_and_evaluate(sweep, ready))
     run_dirs = tuple(out / "runs" / c.name for c in cells if state.cells[c.name].stage == "evaluated")
     report = ""
     if run_dirs:
-        result = analyze(AnalysisConfig(run_dirs=run_dirs, out=out / "analysis", variant=plan.analyze.variant))
-        report = render_text(result.scores, result.seeds)
+        a = plan.analyze
+        report = stages.analyze(
+            AnalysisConfig(run_dirs=run_dirs, out=out / "analysis", variant=a.variant, compare=a.compare, plots=a.plots)
+        )
     failed = tuple(c.name for c in cells if state.cells[c.name].stage == "failed")
     return SweepResult(out=out, state=state, report=report, failed=failed)

@@ -23,7 +23,13 @@ class CellState(BaseModel):
     failed_stage: str | None = None
     ok: int = 0
     errors: int = 0
+    cell: str | None = Field(default=None, description="fingerprint of the plan cell its checkpoint was made for")
     evaluated_with: str | None = Field(default=None, description="fingerprint of the [evaluate] settings last run")
+    gpus: list[int] | None = Field(default=None, description="the GPU group its server last ran on")
+    compress_s: float | None = Field(default=None, description="measured: the checkpoint's compression wall time")
+    startup_s: float | None = Field(default=None, description="measured: launch until the server was healthy")
+    evaluate_s: float | None = Field(default=None, description="measured: wall time of the last evaluation")
+    requests: int | None = Field(default=None, description="requests answered (ok or error) in the last evaluation")
 
 
 class SweepState(BaseModel):

@@ -1,0 +1,216 @@
+"""``sweep --dry-run``: the checkpoints a plan yields, the requests each gets, and how long the rest should take.
+
+Every number says where it comes from. Measured: compression wall time from the manifests of checkpoints this sweep
+already made (same base model and method), request throughput from the records of earlier runs in this sweep's
+``runs/`` (requests over the span from the first request's start to the last one's end), and server start-up time
+from ``sweep-state.json``. Assumed, where nothing is measured yet: the :data:`DEFAULTS` below, per study device.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from comptrust_core import MANIFEST_FILE, ComptrustError, read_manifest
+from comptrust_evaluate import read_records, task_names
+
+from comptrust.sweep.plan import Cell, Plan
+from comptrust.sweep.runner import needs_work
+from comptrust.sweep.stages import check_launcher, request_counts, unforwarded
+from comptrust.sweep.state import CellState, SweepState
+
+__all__ = ["DEFAULTS", "Assumptions", "Estimate", "estimate", "format_estimate"]
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    compress_s: dict[str, float]
+    """Seconds to compress one checkpoint, per method (``*``: any other)."""
+    startup_s: float
+    """Seconds from launch to a healthy server."""
+    requests_per_s: float
+    """Requests answered per second by one server."""
+
+
+DEFAULTS: dict[str, Assumptions] = {
+    # SmolLM2-135M on a 2-core CPU with the embedded server (the quickstart), rounded up from the end-to-end test's
+    # checkpoints and records: dense and magnitude compress in well under a minute, calibrated methods in a few.
+    "cpu": Assumptions(compress_s={"dense": 30.0, "magnitude": 45.0, "*": 180.0}, startup_s=20.0, requests_per_s=1.0),
+    # A 13B model on one H100-class GPU with TGI (the paper plan): not measured by comptrust; order-of-magnitude
+    # figures (loading and saving 26 GB of weights, 128 x 2048 calibration tokens), replaced by measurements as soon
+    # as this sweep has made checkpoints and runs.
+    "cuda": Assumptions(
+        compress_s={"dense": 300.0, "magnitude": 600.0, "wanda": 900.0, "*": 1800.0},
+        startup_s=240.0,
+        requests_per_s=20.0,
+    ),
+}
+
+
+@dataclass
+class Estimate:
+    cells: list[Cell]
+    stages: dict[str, str]
+    requests: dict[str, int] | None
+    requests_error: str | None
+    compress_s: dict[str, tuple[float, bool]]
+    """Remaining compression time per cell still to compress: (seconds, measured?)."""
+    evaluate_s: float
+    requests_per_s: tuple[float, str | None]
+    """(rate, None when assumed, else how it was measured)."""
+    startup_s: tuple[float, bool]
+    slots: list[tuple[int, ...]]
+    to_evaluate: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_s(self) -> float:
+        return sum(s for s, _ in self.compress_s.values()) + self.evaluate_s
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _measured_rate(runs: Path) -> tuple[float, str] | None:
+    total, span, n_runs = 0, 0.0, 0
+    for path in sorted(runs.glob("*/records/*.ndjson")):
+        records = read_records(path)
+        if not records:
+            continue
+        starts = [_parse_time(r.finished_at) - timedelta(seconds=r.latency_s) for r in records]
+        ends = [_parse_time(r.finished_at) for r in records]
+        seconds = (max(ends) - min(starts)).total_seconds()
+        if seconds > 0:
+            total, span, n_runs = total + len(records), span + seconds, n_runs + 1
+    if not n_runs:
+        return None
+    return total / span, f"measured over {n_runs} earlier run(s), {total} requests"
+
+
+def _measured_compress(checkpoints: Path) -> dict[tuple[str, str], list[float]]:
+    found: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for manifest_file in sorted(checkpoints.glob(f"*/{MANIFEST_FILE}")):
+        try:
+            m = read_manifest(manifest_file.parent)
+        except ComptrustError:
+            continue
+        found[(m.base_model.source, m.method.name)].append(m.measured.wall_time_s)
+    return found
+
+
+def _makespan(jobs: list[float], slots: int) -> float:
+    """Longest-first onto the least-loaded slot: when the last of ``jobs`` ends on ``slots`` parallel workers."""
+    loads = [0.0] * max(1, slots)
+    for job in sorted(jobs, reverse=True):
+        loads[loads.index(min(loads))] += job
+    return max(loads)
+
+
+def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
+    out = plan.out_dir()
+    cells = plan.cells()
+    assumed = DEFAULTS[plan.study.device]
+    notes = list(unforwarded(plan))
+    missing = sorted({c.method for c in cells} - set(registered))
+    for method in missing:
+        n = sum(c.method == method for c in cells)
+        notes.append(
+            f"method {method!r} is not registered in this installation (registered: {', '.join(registered)}): "
+            f"its {n} checkpoint(s) will fail at compress until it is"
+        )
+    if plan.evaluate.tasks:
+        unknown = sorted(set(plan.evaluate.tasks) - set(task_names()))
+        if unknown:
+            notes.append(f"evaluate.tasks names {', '.join(unknown)}, which this installation's evaluate lacks")
+    requests: dict[str, int] | None = None
+    requests_error = None
+    try:
+        requests = request_counts(plan)
+    except Exception as exc:  # a dry run reports what it cannot count (a suite or its data missing here)
+        requests_error = str(exc) if isinstance(exc, ComptrustError) else f"{type(exc).__name__}: {exc}"
+    try:
+        check_launcher(plan)
+    except ComptrustError as exc:
+        notes.append(f"{exc}; no checkpoint can be served until it can")
+    stages: dict[str, str] = {c.name: state.cells[c.name].stage for c in cells if c.name in state.cells}
+    stages.update({c.name: "pending" for c in cells if c.name not in stages})
+    fingerprint = plan.evaluate.request_fingerprint()
+    to_evaluate = [c.name for c in cells if needs_work(c, state.cells.get(c.name, CellState()), fingerprint)]
+    measured = _measured_compress(out / "checkpoints")
+    compress_s: dict[str, tuple[float, bool]] = {}
+    for c in cells:
+        if c.name in to_evaluate and not (out / "checkpoints" / c.name / MANIFEST_FILE).is_file():
+            times = measured.get((c.model.source, c.method))
+            if times:
+                compress_s[c.name] = (statistics.fmean(times), True)
+            else:
+                compress_s[c.name] = (assumed.compress_s.get(c.method, assumed.compress_s["*"]), False)
+    rate = _measured_rate(out / "runs")
+    requests_per_s: tuple[float, str | None] = rate if rate else (assumed.requests_per_s, None)
+    startups = [cs.startup_s for cs in state.cells.values() if cs.startup_s is not None]
+    startup = (statistics.fmean(startups), True) if startups else (assumed.startup_s, False)
+    per_cell = startup[0] + (sum(requests.values()) / requests_per_s[0] if requests else 0.0)
+    slots = plan.serve.slots()
+    return Estimate(
+        cells=cells,
+        stages=stages,
+        requests=requests,
+        requests_error=requests_error,
+        compress_s=compress_s,
+        evaluate_s=_makespan([per_cell] * len(to_evaluate), len(slots)),
+        requests_per_s=requests_per_s,
+        startup_s=startup,
+        slots=slots,
+        to_evaluate=to_evaluate,
+        notes=notes,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{math.ceil(seconds)}s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes}m" if minutes < 120 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def format_estimate(plan: Plan, est: Estimate) -> str:
+    slots = ", ".join(f"GPUs {','.join(map(str, s))}" for s in est.slots) if est.slots != [()] else "no GPU"
+    lines = [
+        f"study {plan.study.name}: {len(est.cells)} checkpoint(s) into {plan.out_dir()}; "
+        f"{len(est.slots)} server(s) at once ({plan.serve.launcher} launcher, {plan.serve.engine}; {slots})",
+    ]
+    if est.requests is not None:
+        per_task = ", ".join(f"{t} {n}" for t, n in sorted(est.requests.items()))
+        lines.append(f"requests per checkpoint: {sum(est.requests.values())} ({per_task})")
+    else:
+        lines.append(f"requests per checkpoint: unknown here ({est.requests_error})")
+    width = max(len(c.name) for c in est.cells)
+    lines.append(f"  {'checkpoint':<{width}}  {'stage':<10}  compress")
+    for c in est.cells:
+        if c.name in est.compress_s:
+            seconds, measured = est.compress_s[c.name]
+            compress = f"{_duration(seconds)} ({'measured' if measured else 'assumed'})"
+        else:
+            compress = "done"
+        lines.append(f"  {c.name:<{width}}  {est.stages[c.name]:<10}  {compress}")
+    rate, how = est.requests_per_s
+    n_measured = sum(m for _, m in est.compress_s.values())
+    lines += [
+        f"estimate (compression runs one checkpoint at a time, then serving runs {len(est.slots)} at once):",
+        f"  compress {len(est.compress_s)} checkpoint(s): {_duration(sum(s for s, _ in est.compress_s.values()))} "
+        f"({n_measured} measured from manifests, {len(est.compress_s) - n_measured} assumed)",
+        f"  serve + evaluate {len(est.to_evaluate)} checkpoint(s): "
+        + (_duration(est.evaluate_s) if est.requests is not None else "unknown (no request count)")
+        + f" at {rate:.2f} req/s per server ({how or 'assumed'}) and "
+        f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
+        f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
+    ]
+    if est.notes:
+        lines.append("notes:")
+        lines += [f"  - {n}" for n in est.notes]
+    return "\n".join(lines)

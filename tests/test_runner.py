@@ -1,0 +1,424 @@
+"""The sweep's scheduling with fake stages: N servers at once on their own GPUs, failures recorded, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from comptrust_analysis import AnalysisConfig
+from comptrust_compress import CompressConfig
+from comptrust_core import (
+    BackendInfo,
+    BaseModelRef,
+    CalibrationSpec,
+    ConfigError,
+    Endpoint,
+    Manifest,
+    MeasuredFacts,
+    MethodSpec,
+    Record,
+    RequestSpec,
+    write_manifest,
+)
+from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, RunSummary
+from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
+
+from comptrust.sweep.cli import main
+from comptrust.sweep.estimate import estimate, format_estimate
+from comptrust.sweep.plan import parse_plan
+from comptrust.sweep.runner import run_sweep
+from comptrust.sweep.stages import Stages, evaluate_config, launch_options, unforwarded
+from comptrust.sweep.state import load_state
+
+
+class Crash(BaseException):
+    """Stands in for a crash or Ctrl-C in the middle of an evaluation."""
+
+
+class FakeServer(ServerHandle):
+    def __init__(self, fakes: Fakes, name: str, gpus: tuple[int, ...]) -> None:
+        self.fakes, self.gpus, self.alive = fakes, gpus, True
+        self.endpoint = Endpoint(name=name, url=f"http://127.0.0.1:{9000 + len(fakes.launched)}")
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def stop(self) -> None:
+        with self.fakes.lock:
+            if self.alive:
+                self.alive = False
+                self.fakes.running.remove(self)
+
+
+@dataclass
+class Fakes:
+    """Fake compress/launch/evaluate/analyze that record what the runner asked of them."""
+
+    methods: list[str] = field(default_factory=lambda: ["dense", "gptq", "magnitude"])
+    fail_compress: set[str] = field(default_factory=set)
+    fail_launch: set[str] = field(default_factory=set)
+    crash_evaluate: set[str] = field(default_factory=set)
+    crash_compress: set[str] = field(default_factory=set)
+    slow_launch: dict[str, threading.Event] = field(default_factory=dict)
+    pair_up: bool = False  # evaluations wait for a partner: proves two servers run at once
+    compressed: list[str] = field(default_factory=list)
+    launched: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)
+    analyzed: list[tuple[Path, ...]] = field(default_factory=list)
+    running: list[FakeServer] = field(default_factory=list)
+    most_at_once: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    barrier: asyncio.Barrier | None = None
+
+    def compress(self, config: CompressConfig) -> Path:
+        assert config.name is not None
+        self.compressed.append(config.name)
+        if config.name in self.crash_compress:
+            raise Crash(config.name)
+        if config.name in self.fail_compress:
+            raise ConfigError(f"--bits {config.bits} cannot be done here")
+        config.out.mkdir(parents=True)
+        calibration = (
+            CalibrationSpec(source="comptrust:calibration.txt", samples=16, seqlen=128, seed=config.calib_seed)
+            if config.calib_seed is not None
+            else None
+        )
+        write_manifest(
+            config.out,
+            Manifest(
+                name=config.name,
+                base_model=BaseModelRef(source=config.model, kind="hub", content_hash="sha256:0"),
+                method=MethodSpec(
+                    name=config.method, bits=config.bits, group_size=config.group_size, pattern=config.pattern
+                ),
+                calibration=calibration,
+                backend=BackendInfo(name="fake", version="0", device="cpu"),
+                measured=MeasuredFacts(sparsity=0.0, effective_bits=16.0, wall_time_s=42.0),
+                created_at="2026-01-01T00:00:00Z",
+                comptrust_version="0",
+            ),
+        )
+        return config.out
+
+    def launch(self, ckpt: Path, launcher: str, options: LaunchOptions) -> ServerHandle:
+        if ckpt.name in self.slow_launch:
+            assert self.slow_launch[ckpt.name].wait(timeout=60), "the slow launch was never released"
+        with self.lock:
+            self.launched.append((ckpt.name, options.gpus))
+            if ckpt.name in self.fail_launch:
+                raise ServerStartError(f"{ckpt.name}: the server exited while starting")
+            assert all(set(options.gpus).isdisjoint(s.gpus) for s in self.running), "two servers on one GPU"
+            server = FakeServer(self, ckpt.name, options.gpus)
+            self.running.append(server)
+            self.most_at_once = max(self.most_at_once, len(self.running))
+            return server
+
+    async def evaluate(self, config: EvaluateConfig) -> RunSummary:
+        name = config.endpoints[0].name
+        assert name is not None
+        assert any(s.endpoint.name == name and s.alive for s in self.running), "evaluated a server not running"
+        if self.pair_up:
+            if self.barrier is None:
+                self.barrier = asyncio.Barrier(2)
+            await asyncio.wait_for(self.barrier.wait(), timeout=60)
+        if name in self.crash_evaluate:
+            raise Crash(name)
+        self.evaluated.append(name)
+        config.out.mkdir(parents=True, exist_ok=True)
+        summary = EndpointSummary(
+            name=name, url="", protocol="tgi", total=5, resumed=0, ok=5, errors=0, refusals=0, elapsed_s=2.5
+        )
+        return RunSummary(config.out, "run", "suite quick", False, (summary,))
+
+    def analyze(self, config: AnalysisConfig) -> str:
+        self.analyzed.append(config.run_dirs)
+        return "report: " + " ".join(p.name for p in config.run_dirs)
+
+    def stages(self) -> Stages:
+        return Stages(
+            compress=self.compress,
+            launch=self.launch,
+            evaluate=self.evaluate,
+            analyze=self.analyze,
+            methods=lambda: list(self.methods),
+            check_launcher=False,
+        )
+
+
+def _plan(out: Path, gpus: str = "[]", extra: str = "", per_server: int = 1) -> str:
+    return f"""
+[study]
+name = "fake"
+out = "{out.as_posix()}"
+[[models]]
+name = "m"
+source = "org/model"
+[[methods]]
+name = "dense"
+[[methods]]
+name = "gptq"
+bits = [4, 8]
+calib_seed = [0, 1]
+[[methods]]
+name = "magnitude"
+pattern = "2:4"
+{extra}
+[serve]
+launcher = "docker"
+gpus = {gpus}
+gpus_per_server = {per_server}
+"""
+
+
+NAMES = [
+    "m-dense",
+    "m-gptq-w4-seed0",
+    "m-gptq-w4-seed1",
+    "m-gptq-w8-seed0",
+    "m-gptq-w8-seed1",
+    "m-magnitude-2of4",
+]
+
+
+def test_two_gpus_serve_two_checkpoints_at_once_each_on_its_own_gpu(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1]"))
+    fakes = Fakes(pair_up=True)
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.compressed == NAMES
+    assert sorted(fakes.evaluated) == sorted(NAMES)
+    assert fakes.most_at_once == 2
+    assert {gpus for _, gpus in fakes.launched} == {(0,), (1,)}
+    assert fakes.running == []  # every server stopped
+    assert result.failed == ()
+    assert [p.name for p in fakes.analyzed[0]] == NAMES
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert all(state.cells[n].stage == "evaluated" and state.cells[n].ok == 5 for n in NAMES)
+    assert state.cells["m-dense"].compress_s == 42.0 and state.cells["m-dense"].startup_s is not None
+
+
+def test_without_gpus_one_server_at_a_time(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes()
+    run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.most_at_once == 1 and len(fakes.evaluated) == len(NAMES)
+    assert {gpus for _, gpus in fakes.launched} == {()}
+
+
+def test_gpus_per_server_groups_the_gpus(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1, 2, 3, 4]", per_server=2))
+    assert plan.serve.slots() == [(0, 1), (2, 3)]
+    fakes = Fakes(pair_up=True)
+    run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert {gpus for _, gpus in fakes.launched} == {(0, 1), (2, 3)} and fakes.most_at_once == 2
+
+
+def test_failing_cells_are_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1]"))
+    fakes = Fakes(fail_compress={"m-gptq-w8-seed0"}, fail_launch={"m-magnitude-2of4"}, methods=["dense", "magnitude"])
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert set(result.failed) == {*(n for n in NAMES if "gptq" in n), "m-magnitude-2of4"}
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    gptq = state.cells["m-gptq-w4-seed0"]
+    assert gptq.failed_stage == "compress" and "method 'gptq' is not registered in this installation" in (
+        gptq.error or ""
+    )
+    mag = state.cells["m-magnitude-2of4"]
+    assert mag.failed_stage == "serve" and "exited while starting" in (mag.error or "")
+    assert fakes.evaluated == ["m-dense"] and [p.name for p in fakes.analyzed[0]] == ["m-dense"]
+    assert fakes.running == []
+
+    # gptq arrives in this install; the rerun retries only the failed cells
+    fakes2 = Fakes(fail_compress={"m-gptq-w8-seed0"})
+    result2 = run_sweep(plan, tmp_path / "plan.toml", fakes2.stages())
+    assert "m-dense" not in fakes2.compressed and "m-dense" not in fakes2.evaluated
+    assert sorted(fakes2.evaluated) == sorted(n for n in NAMES if n not in {"m-dense", "m-gptq-w8-seed0"})
+    assert result2.failed == ("m-gptq-w8-seed0",)
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert state.cells["m-gptq-w8-seed0"].error == "--bits 8 cannot be done here"
+
+
+def test_a_crash_mid_evaluation_resumes_at_every_stage(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes(crash_evaluate={"m-gptq-w4-seed1"})
+    with pytest.raises(Crash):
+        run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.compressed == NAMES  # compression came first, for every cell
+    assert fakes.evaluated == ["m-dense", "m-gptq-w4-seed0"]
+    assert fakes.running == []  # the crashed cell's server was stopped on the way out
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert [state.cells[n].stage for n in NAMES] == ["evaluated", "evaluated"] + ["compressed"] * 4
+
+    fakes2 = Fakes()
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes2.stages())
+    assert fakes2.compressed == []  # every checkpoint's manifest matched
+    assert fakes2.evaluated == NAMES[2:]
+    assert result.failed == () and [p.name for p in fakes2.analyzed[0]] == NAMES
+
+    # a third run finds everything done; changing what is asked of evaluate evaluates again
+    fakes3 = Fakes()
+    run_sweep(plan, tmp_path / "plan.toml", fakes3.stages())
+    assert fakes3.compressed == [] and fakes3.evaluated == []
+    changed = parse_plan(_plan(tmp_path / "out", extra="[evaluate]\nlimit = 1\n"))
+    fakes4 = Fakes()
+    run_sweep(changed, tmp_path / "plan.toml", fakes4.stages())
+    assert fakes4.compressed == [] and fakes4.evaluated == NAMES
+
+
+def test_a_checkpoint_that_does_not_match_is_not_overwritten(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    run_sweep(plan, tmp_path / "plan.toml", Fakes().stages())
+    moved = parse_plan(_plan(tmp_path / "out").replace('source = "org/model"', 'source = "org/other"'))
+    fakes = Fakes()
+    result = run_sweep(moved, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.compressed == [] and set(result.failed) == set(NAMES)
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert "base model 'org/model' (the plan asks 'org/other')" in (state.cells["m-dense"].error or "")
+
+
+def test_an_unknown_suite_stops_before_any_work(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", extra='[evaluate]\nsuite = "no-such-suite"\n'))
+    fakes = Fakes()
+    with pytest.raises(ConfigError, match="no-such-suite"):
+        run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.compressed == [] and not (tmp_path / "out").exists()
+
+
+def _record(name: str, finished_at: str, latency_s: float) -> str:
+    return Record(
+        key=name,
+        endpoint="m-dense",
+        endpoint_url="http://127.0.0.1:1",
+        task="toxicity",
+        perspective="toxicity",
+        item_id=name,
+        request=RequestSpec(prompt="hi"),
+        protocol="tgi",
+        template="none",
+        status="ok",
+        text="hello",
+        latency_s=latency_s,
+        attempts=1,
+        finished_at=finished_at,
+    ).model_dump_json()
+
+
+def test_dry_run_estimate_uses_what_this_sweep_measured(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    plan = parse_plan(_plan(out))
+    before = estimate(plan, load_state(out, tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    assert not any(measured for _, measured in before.compress_s.values())
+    assert before.requests_per_s[1] is None and before.startup_s[1] is False
+    assert "(measured)" not in format_estimate(
+        plan, before
+    ) and "0 measured from manifests, 6 assumed" in format_estimate(plan, before)
+
+    run_sweep(plan, tmp_path / "plan.toml", Fakes().stages())
+    records = out / "runs" / "m-dense" / "records" / "m-dense.ndjson"
+    records.parent.mkdir(parents=True)
+    # 2 requests from 00:00:00 (10 s before the first ended) to 00:00:20: 0.1 req/s
+    records.write_text(
+        _record("a", "2026-01-01T00:00:10.000000Z", 10.0)
+        + "\n"
+        + _record("b", "2026-01-01T00:00:20.000000Z", 5.0)
+        + "\n"
+    )
+    more_seeds = parse_plan(_plan(out).replace("calib_seed = [0, 1]", "calib_seed = [0, 1, 2]"))
+    est = estimate(more_seeds, load_state(out, tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    assert est.compress_s == {"m-gptq-w4-seed2": (42.0, True), "m-gptq-w8-seed2": (42.0, True)}
+    assert est.to_evaluate == ["m-gptq-w4-seed2", "m-gptq-w8-seed2"]
+    assert est.requests_per_s[0] == pytest.approx(0.1) and "1 earlier run(s), 2 requests" in (
+        est.requests_per_s[1] or ""
+    )
+    assert est.startup_s[1] is True
+    n = sum(est.requests.values()) if est.requests else 0
+    assert est.evaluate_s == pytest.approx(2 * (est.startup_s[0] + n / 0.1))  # one server: one after the other
+    text = format_estimate(more_seeds, est)
+    assert "42s (measured)" in text and "2 measured from manifests, 0 assumed" in text
+
+
+def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:
+    docker = parse_plan(_plan(tmp_path, gpus="[0, 1, 2, 3]", per_server=2) + 'engine = "vllm"\nimage = "img:1"\n')
+    cell = docker.cells()[0]
+    options = launch_options(docker, cell, (2, 3), tmp_path)
+    assert (options.gpus, options.num_shard, options.engine, options.image) == ((2, 3), 2, "vllm", "img:1")
+    assert "CUDA_VISIBLE_DEVICES" not in options.env
+    embedded = parse_plan(_plan(tmp_path, gpus="[0, 1]").replace('launcher = "docker"', 'launcher = "embedded"'))
+    options = launch_options(embedded, cell, (1,), tmp_path)
+    assert options.env["CUDA_VISIBLE_DEVICES"] == "1" and options.num_shard is None
+    assert launch_options(embedded, cell, (), tmp_path).env == {}
+
+
+def test_a_crash_mid_compression_keeps_what_was_made(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes(crash_compress={"m-gptq-w4-seed1"})
+    with pytest.raises(Crash):
+        run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.launched == []
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    assert [state.cells[n].stage for n in NAMES] == ["compressed", "compressed"] + ["pending"] * 4
+    fakes2 = Fakes()
+    run_sweep(plan, tmp_path / "plan.toml", fakes2.stages())
+    assert fakes2.compressed == NAMES[2:] and fakes2.evaluated == NAMES
+
+
+def test_a_server_still_starting_when_the_sweep_stops_is_stopped_once_up(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1]"))
+    release = threading.Event()
+    fakes = Fakes(crash_evaluate={"m-dense"}, slow_launch={"m-gptq-w4-seed0": release})
+    timer = threading.Timer(0.5, release.set)  # the slow server comes up after the crash
+    timer.start()
+    try:
+        with pytest.raises(Crash):
+            run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    finally:
+        release.set()
+        timer.cancel()
+    assert [name for name, _ in fakes.launched] == ["m-dense", "m-gptq-w4-seed0"]
+    assert fakes.evaluated == [] and fakes.running == []
+
+
+def test_a_launcher_that_cannot_run_here_stops_before_any_work(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out").replace('launcher = "docker"', 'launcher = "no-such-launcher"'))
+    fakes = Fakes()
+    with pytest.raises(ConfigError, match=r"serve\.launcher = 'no-such-launcher'"):
+        run_sweep(plan, tmp_path / "plan.toml", dataclasses.replace(fakes.stages(), check_launcher=True))
+    assert fakes.compressed == []
+    est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense"])
+    assert any("no-such-launcher" in note for note in est.notes)
+
+
+def test_status_shows_each_checkpoints_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = _plan(tmp_path / "out", gpus="[0, 1]")
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(text)
+    fakes = Fakes(fail_launch={"m-magnitude-2of4"})
+    run_sweep(parse_plan(text), plan_file, fakes.stages())
+    assert main(["status", str(plan_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    dense = next(line for line in lines if line.startswith("m-dense "))
+    assert "evaluated ok=5 errors=0" in dense and "compress=42s" in dense and "evaluate=5req/2s" in dense
+    assert "gpus=0" in dense or "gpus=1" in dense
+    mag = next(line for line in lines if line.startswith("m-magnitude-2of4 "))
+    assert "failed (serve: m-magnitude-2of4: the server exited while starting)" in mag
+    assert lines[-1].startswith("5/6 evaluated, 1 failed")
+
+
+def test_evaluate_keys_are_forwarded_where_evaluate_takes_them_and_named_where_not(tmp_path: Path) -> None:
+    extra = '[evaluate]\ntasks = ["toxicity"]\nlimit = 2\nsample = 0.5\nsample_seed = 3\ndata_dir = "dt/data"\n'
+    extra += "max_concurrency = 4\n[evaluate.limits]\ntoxicity = 7\n"
+    plan = parse_plan(_plan(tmp_path, extra=extra))
+    config = evaluate_config(plan, tmp_path / "run", EndpointSpec(url="http://127.0.0.1:1"))
+    assert (config.suite, config.limit, config.data_dir, config.max_concurrency) == ("quick", 2, Path("dt/data"), 4)
+    assert config.retry_errors is True
+    fields = {f.name for f in dataclasses.fields(EvaluateConfig)}
+    notes = unforwarded(plan)
+    for key, value in (("tasks", ("toxicity",)), ("sample", 0.5), ("sample_seed", 3), ("limits", {"toxicity": 7})):
+        if key in fields:
+            assert getattr(config, key) == value
+        else:
+            assert any(note.startswith(f"evaluate.{key} is not forwarded") for note in notes)
+    assert not any("dt_compat" in note for note in notes)  # not set in this plan
