@@ -191,9 +191,13 @@ def test_completions_echo_returns_the_prompt_logprobs_of_generate(serve_tiny: Se
     assert lps[n_prompt:] == pytest.approx([t["logprob"] for t in tgi["tokens"]], abs=1e-5)
     status, plain = call(f"{url}/v1/completions", {**request, "logprobs": None})
     assert status == 200 and plain["choices"][0]["logprobs"] is None and plain["choices"][0]["text"] == choice["text"]
-    for bad in ({**request, "logprobs": 2}, {"messages": [{"role": "user", "content": "hi"}], "echo": True}):
-        path = "/v1/chat/completions" if "messages" in bad else "/v1/completions"
-        assert call(f"{url}{path}", bad)[0] == 422
+    status, top = call(f"{url}/v1/completions", {**request, "logprobs": 2})
+    assert status == 200, top
+    tops = top["choices"][0]["logprobs"]["top_logprobs"]
+    assert len(tops) == n_prompt + 2 and tops[:n_prompt] == [None] * n_prompt  # no alternatives for prompt tokens
+    assert all(len(t) == 2 for t in tops[n_prompt:])
+    chat_echo = {"messages": [{"role": "user", "content": "hi"}], "echo": True}
+    assert call(f"{url}/v1/chat/completions", chat_echo)[0] == 422
 
 
 @pytest.mark.parametrize(
