@@ -6,7 +6,8 @@ on the same model and machine, at 1, 8 and 32 concurrent clients, side by side i
 
 For each concurrency C the same C prompts go (a) to the embedded server (a child process, ``POST /generate``, C
 clients at once, greedy) and (b) through ``model.generate`` in this process, one prompt after the other (greedy,
-batch 1, the transformers way without a server). Both count the tokens actually generated (a sequence may end at EOS
+batch 1, the transformers way without a server; ``--baseline-requests K`` times only the first K of them, to save
+time on a slow machine). Both count the tokens actually generated (a sequence may end at EOS
 early), so tokens/s = generated tokens / wall time. The ratio is (a)/(b). The numbers are for the machine it runs on,
 never a test assertion.
 """
@@ -87,6 +88,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     p.add_argument("--dtype", help="default: float32 on CPU, bfloat16 on GPU (both sides)")
     p.add_argument("--threads", type=int, help="torch threads for the baseline (default: torch's choice)")
+    p.add_argument(
+        "--baseline-requests",
+        type=int,
+        help="time generate on at most this many of the C prompts (its rate does not depend on C; default: all C)",
+    )
     args = p.parse_args()
     folder = Path(resolve_model(args.model).path)
     if args.threads:
@@ -104,8 +110,9 @@ def main() -> None:
         for concurrency in args.concurrency:
             batch = prompts(concurrency)
             served, served_s = asyncio.run(server_rate(url, batch, args.new_tokens))
-            alone, alone_s = generate_rate(loaded, batch, args.new_tokens)
+            alone, alone_s = generate_rate(loaded, batch[: args.baseline_requests], args.new_tokens)
             rows.append((concurrency, served / served_s, alone / alone_s, served, alone))
+            print(f"measured {concurrency} client(s): server {served_s:.1f} s, generate {alone_s:.1f} s", flush=True)
     print(f"\n{args.new_tokens} new tokens per request, greedy; tokens/s = generated tokens / wall time\n")
     print("| clients | embedded server tok/s | generate one at a time tok/s | ratio | tokens (server / generate) |")
     print("|---:|---:|---:|---:|---:|")
