@@ -2,6 +2,8 @@
 
 uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--launcher auto|embedded]
              [--endpoints-out endpoints.json] [--name NAME ...] [--max-batch N] [--dtype DTYPE]
+uv run serve ls                      # the containers comptrust started (docker launcher)
+uv run serve stop NAME ... | --all   # stop and remove them
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own modeling code")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for health (default 600)")
     p.add_argument("--log-dir", type=Path, help="folder for the servers' logs (default: the temporary folder)")
+    c = p.add_argument_group("containers (--launcher docker; `serve ls` and `serve stop` list and stop them)")
+    c.add_argument("--image", help="container image (default: the engine's pinned TGI or vLLM image)")
+    c.add_argument("--quantize", help="the engine's quantization (default: the manifest's hint; '' for none)")
+    c.add_argument("--max-input-tokens", type=int, help="longest prompt in tokens (TGI)")
+    c.add_argument("--num-shard", type=int, help="GPUs each model is split over (vLLM: tensor parallel size)")
+    c.add_argument("--shm-size", default="1g", help="the container's /dev/shm size (default 1g)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -111,7 +119,16 @@ def _wait(handles: list[ServerHandle]) -> int:
             signal.signal(sig, handler)
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    from comptrust_serve.manage import ls_main, stop_main
+
+    return {"ls": ls_main, "stop": stop_main}[name](argv)
+
+
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("ls", "stop"):
+        return _subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     checkpoints = _checkpoints(args)
@@ -134,6 +151,11 @@ def _main(argv: list[str] | None) -> int:
                 trust_remote_code=args.trust_remote_code,
                 startup_timeout_s=args.startup_timeout,
                 log_dir=args.log_dir,
+                image=args.image,
+                quantize=args.quantize,
+                max_input_tokens=args.max_input_tokens,
+                num_shard=args.num_shard,
+                shm_size=args.shm_size,
             )
             handles.append(launch_checkpoint(checkpoint, launcher.name, options))
         write_endpoints(args.endpoints_out, [h.endpoint for h in handles])

@@ -7,10 +7,9 @@ without any download. It needs the ``embedded`` extra (torch, transformers).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-__all__ = ["CHAT_TEMPLATE", "build_tiny_checkpoint", "process_running"]
+__all__ = ["CHAT_TEMPLATE", "build_tiny_checkpoint", "process_running", "write_fake_checkpoint"]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -67,14 +66,37 @@ def build_tiny_checkpoint(folder: Path, *, seed: int = 0) -> Path:
 
 def process_running(pid: int) -> bool:
     """Whether ``pid`` is a live process; a zombie waiting for its parent to reap it counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    from comptrust_serve.launchers.containers import process_start_time
+
+    return process_start_time(pid) is not None
+
+
+def write_fake_checkpoint(folder: Path, *, quantize: str | None = None) -> Path:
+    """A folder that passes the checkpoint checks without real weights (for launchers whose engine is a stand-in);
+    with ``quantize``, a ``comptrust.json`` whose serving hints ask both engines for that quantization."""
+    from comptrust_core import (
+        BackendInfo,
+        BaseModelRef,
+        Manifest,
+        MeasuredFacts,
+        MethodSpec,
+        ServingHints,
+        write_manifest,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 8)
+    if quantize is not None:
+        manifest = Manifest(
+            name=folder.name,
+            base_model=BaseModelRef(source="tiny", kind="local", content_hash="sha256:00"),
+            method=MethodSpec(name=quantize, bits=4),
+            backend=BackendInfo(name="comptrust", version="0.1.0", device="cpu"),
+            measured=MeasuredFacts(sparsity=0.0, effective_bits=4.2, wall_time_s=1.0),
+            serving=ServingHints(tgi_quantize=quantize, vllm_quantization=quantize),
+            created_at="2026-01-01T00:00:00Z",
+            comptrust_version="0.1.0",
+        )
+        write_manifest(folder, manifest)
+    return folder

@@ -34,7 +34,10 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "comptrust.launchers"
 
 # Built-in launchers: name -> module that registers it on import.
-_BUILTIN: dict[str, str] = {"embedded": "comptrust_serve.launchers.embedded"}
+_BUILTIN: dict[str, str] = {
+    "docker": "comptrust_serve.launchers.docker",
+    "embedded": "comptrust_serve.launchers.embedded",
+}
 
 # What `--launcher auto` tries, best first.
 AUTO_ORDER: tuple[str, ...] = ("embedded",)
