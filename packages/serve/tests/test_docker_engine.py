@@ -297,14 +297,17 @@ def _reapers(container_id: str) -> list[int]:
     return [pid for pid in found if process_running(pid)]
 
 
-def test_serve_cli_ctrl_c_removes_its_container(engine: Engine, tmp_path: Path) -> None:
-    process, out = _start_cli(tmp_path, "ctrl-c")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_cli_stops_and_removes_its_container_on_a_signal(
+    engine: Engine, tmp_path: Path, sig: signal.Signals
+) -> None:
+    process, out = _start_cli(tmp_path, sig.name.lower())
     [endpoint] = read_endpoints(out)
     assert endpoint.launcher == "docker" and probe(endpoint.url)
-    [container] = engine.containers(name="ctrl-c")
+    [container] = engine.containers(name=sig.name.lower())
     assert container["Id"] == endpoint.handle and container["State"] == "running"
     assert _reapers(container["Id"])
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert not engine.containers() and not probe(endpoint.url)
@@ -335,3 +338,17 @@ def test_name_taken_is_an_error_naming_serve_stop(engine: Engine, tmp_path: Path
         launch_checkpoint(checkpoint, "docker", _options(port=port))
     assert [container_display_name(c) for c in engine.containers()] == [spec.name]
     assert main(["stop", spec.name]) == 0
+
+
+def test_sigterm_while_starting_removes_the_half_started_container(engine: Engine, tmp_path: Path) -> None:
+    out, model = tmp_path / "endpoints.json", _checkpoint(tmp_path / "starting", marker="HANG")
+    argv = [*CLI, "--launcher", "docker", "--image", IMAGE, "--model", str(model), "--endpoints-out", str(out)]
+    process = subprocess.Popen([*argv, "--startup-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert _eventually(lambda: bool(engine.containers(name="starting")) or process.poll() is not None, 60)
+    [container] = engine.containers(name="starting")
+    assert _eventually(lambda: bool(_reapers(container["Id"])))
+    process.terminate()
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 130 and "serve: interrupted" in output, output
+    assert not engine.containers() and not out.exists()
+    assert _eventually(lambda: not _reapers(container["Id"]))  # told the container was dealt with: it just exits

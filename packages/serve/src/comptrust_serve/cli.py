@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve checkpoints over HTTP (TGI's API and OpenAI's), write endpoints.json, run until Ctrl-C.",
+        epilog="`serve ls` lists the containers comptrust started; `serve stop NAME ... | --all` stops them.",
     )
     p.add_argument("--model", action="append", required=True, type=Path, metavar="DIR", help="checkpoint folder")
     p.add_argument("--name", action="append", help="endpoint name, once per --model (default: manifest or folder)")
@@ -100,6 +101,10 @@ class _Stop:
         self.event.set()
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait(handles: list[ServerHandle]) -> int:
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -137,6 +142,8 @@ def _main(argv: list[str] | None) -> int:
     if args.launcher == "auto":
         print(f"launcher: {launcher.name} (picked by --launcher auto)", flush=True)
     handles: list[ServerHandle] = []
+    # SIGTERM while servers start tears down like Ctrl-C (a half-started server included), not by dying on the spot
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         for checkpoint, port in zip(checkpoints, ports, strict=True):
             options = LaunchOptions(
@@ -164,8 +171,12 @@ def _main(argv: list[str] | None) -> int:
         print(f"endpoints written to {args.endpoints_out}; Ctrl-C stops", flush=True)
         return _wait(handles)
     finally:
-        for handle in reversed(handles):
-            handle.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
+        try:
+            for handle in reversed(handles):
+                handle.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def main(argv: list[str] | None = None) -> int:
