@@ -232,9 +232,9 @@ def test_failing_container_reports_its_log_tail_and_is_removed(engine: Engine, t
 def test_health_wait_times_out_with_the_log_tail(engine: Engine, tmp_path: Path) -> None:
     checkpoint = open_checkpoint(_checkpoint(tmp_path / "slow", marker="HANG"))
     with pytest.raises(ServerStartError) as caught:
-        launch_checkpoint(checkpoint, "docker", _options(startup_timeout_s=3.0))
+        launch_checkpoint(checkpoint, "docker", _options(startup_timeout_s=2.0))
     message = str(caught.value)
-    assert "did not answer" in message and "/health within 3 s" in message
+    assert "did not answer" in message and "/health within 2 s" in message
     assert "fake-engine: loading forever" in message
     assert not engine.containers()
 
@@ -297,17 +297,15 @@ def _reapers(container_id: str) -> list[int]:
     return [pid for pid in found if process_running(pid)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_serve_cli_stops_and_removes_its_container_on_a_signal(
-    engine: Engine, tmp_path: Path, sig: signal.Signals
-) -> None:
-    process, out = _start_cli(tmp_path, sig.name.lower())
+def test_serve_cli_ctrl_c_stops_and_removes_its_container(engine: Engine, tmp_path: Path) -> None:
+    # SIGTERM takes the same path once the servers run (serve's _wait); while they start, see the test below
+    process, out = _start_cli(tmp_path, "ctrl-c")
     [endpoint] = read_endpoints(out)
     assert endpoint.launcher == "docker" and probe(endpoint.url)
-    [container] = engine.containers(name=sig.name.lower())
+    [container] = engine.containers(name="ctrl-c")
     assert container["Id"] == endpoint.handle and container["State"] == "running"
     assert _reapers(container["Id"])
-    process.send_signal(sig)
+    process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert not engine.containers() and not probe(endpoint.url)
