@@ -4,6 +4,8 @@ Ctrl-C or SIGTERM, stop them all. A checkpoint that fails to start is reported; 
 uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--launcher auto|docker|process|embedded]
              [--engine tgi|vllm] [--gpus 0,1,2,3] [--num-shard N] [--quantize Q] [--max-input-tokens N]
              [--endpoints-out endpoints.json] [--name NAME ...] [--max-batch N] [--dtype DTYPE]
+uv run serve ls                      # the containers comptrust started (docker launcher)
+uv run serve stop NAME ... | --all   # stop and remove them
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from types import FrameType
 from comptrust_core import ENDPOINTS_FILE, ConfigError, run_cli, setup_logging, write_endpoints
 
 from comptrust_serve.checkpoint import Checkpoint, open_checkpoint
-from comptrust_serve.fleet import launch_fleet
+from comptrust_serve.fleet import Fleet, launch_fleet
 from comptrust_serve.launchers import ServerHandle, launcher_names, pick_auto, resolve_launcher
 from comptrust_serve.launchers.base import LaunchOptions
 from comptrust_serve.placement import check_gpus_exist, detect_gpus, parse_gpus
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve checkpoints over HTTP (TGI's API and OpenAI's), write endpoints.json, run until Ctrl-C.",
+        epilog="`serve ls` lists the containers comptrust started; `serve stop NAME ... | --all` stops them.",
     )
     p.add_argument("--model", action="append", required=True, type=Path, metavar="DIR", help="checkpoint folder")
     p.add_argument("--name", action="append", help="endpoint name, once per --model (default: manifest or folder)")
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own modeling code")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for health (default 600)")
     p.add_argument("--log-dir", type=Path, help="folder for the servers' logs (default: the temporary folder)")
+    c = p.add_argument_group("containers (--launcher docker; `serve ls` and `serve stop` list and stop them)")
+    c.add_argument("--image", help="container image (default: the engine's pinned TGI or vLLM image)")
+    c.add_argument("--shm-size", default="1g", help="the container's /dev/shm size (default 1g)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -93,6 +99,10 @@ class _Stop:
         self.event.set()
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait(handles: list[ServerHandle]) -> int:
     """Block until a signal (0) or until every server has died (1); a server that dies is reported at once."""
     stop = _Stop()
@@ -114,10 +124,6 @@ def _wait(handles: list[ServerHandle]) -> int:
             signal.signal(sig, handler)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _options(args: argparse.Namespace) -> LaunchOptions:
     return LaunchOptions(
         host=args.host,
@@ -136,10 +142,21 @@ def _options(args: argparse.Namespace) -> LaunchOptions:
         num_shard=args.num_shard,
         quantize=args.quantize,
         max_input_tokens=args.max_input_tokens,
+        image=args.image,
+        shm_size=args.shm_size,
     )
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    from comptrust_serve.manage import ls_main, stop_main
+
+    return {"ls": ls_main, "stop": stop_main}[name](argv)
+
+
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("ls", "stop"):
+        return _subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     checkpoints = _checkpoints(args)
@@ -156,18 +173,28 @@ def _main(argv: list[str] | None) -> int:
         fleet = launch_fleet(checkpoints, launcher, _options(args))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    with fleet:
-        for failure in fleet.failures:
-            gpus = f" on GPU {','.join(map(str, failure.gpus))}" if failure.gpus else ""
-            print(f"{PROG}: error: {failure.name}{gpus} failed to start: {failure.error}", file=sys.stderr, flush=True)
-        if not fleet.handles:
-            return 1
-        write_endpoints(args.endpoints_out, fleet.endpoints)
-        for handle in fleet.handles:
-            print(f"{handle.endpoint.name}: {handle.endpoint.url}  (log: {handle.log_path})", flush=True)
-        print(f"endpoints written to {args.endpoints_out}; Ctrl-C stops", flush=True)
-        code = _wait(fleet.handles)
-        return 1 if fleet.failures else code
+    try:
+        return _serve_fleet(fleet, args)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
+        try:
+            fleet.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_fleet(fleet: Fleet, args: argparse.Namespace) -> int:
+    for failure in fleet.failures:
+        gpus = f" on GPU {','.join(map(str, failure.gpus))}" if failure.gpus else ""
+        print(f"{PROG}: error: {failure.name}{gpus} failed to start: {failure.error}", file=sys.stderr, flush=True)
+    if not fleet.handles:
+        return 1
+    write_endpoints(args.endpoints_out, fleet.endpoints)
+    for handle in fleet.handles:
+        print(f"{handle.endpoint.name}: {handle.endpoint.url}  (log: {handle.log_path})", flush=True)
+    print(f"endpoints written to {args.endpoints_out}; Ctrl-C stops", flush=True)
+    code = _wait(fleet.handles)
+    return 1 if fleet.failures else code
 
 
 def main(argv: list[str] | None = None) -> int:

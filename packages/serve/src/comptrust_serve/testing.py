@@ -25,6 +25,7 @@ __all__ = [
     "make_manifest",
     "process_running",
     "processes_naming",
+    "write_fake_checkpoint",
 ]
 
 CHAT_TEMPLATE = (
@@ -96,17 +97,9 @@ def make_manifest(name: str, **fields: Any) -> Manifest:
 
 def process_running(pid: int) -> bool:
     """Whether ``pid`` is a live process; a zombie waiting for its parent to reap it counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    from comptrust_serve.launchers.containers import process_start_time
+
+    return process_start_time(pid) is not None
 
 
 # Both scripts print one JSON line "FAKE-ENGINE {...}" with what they received, then become the embedded server.
@@ -195,3 +188,34 @@ def processes_naming(marker: str) -> list[int]:
             if marker.encode() in cmdline and process_running(int(entry.name)):
                 found.append(int(entry.name))
     return found
+
+
+def write_fake_checkpoint(folder: Path, *, quantize: str | None = None) -> Path:
+    """A folder that passes the checkpoint checks without real weights (for launchers whose engine is a stand-in);
+    with ``quantize``, a ``comptrust.json`` whose serving hints ask both engines for that quantization."""
+    from comptrust_core import (
+        BackendInfo,
+        BaseModelRef,
+        Manifest,
+        MeasuredFacts,
+        MethodSpec,
+        ServingHints,
+        write_manifest,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 8)
+    if quantize is not None:
+        manifest = Manifest(
+            name=folder.name,
+            base_model=BaseModelRef(source="tiny", kind="local", content_hash="sha256:00"),
+            method=MethodSpec(name=quantize, bits=4),
+            backend=BackendInfo(name="comptrust", version="0.1.0", device="cpu"),
+            measured=MeasuredFacts(sparsity=0.0, effective_bits=4.2, wall_time_s=1.0),
+            serving=ServingHints(tgi_quantize=quantize, vllm_quantization=quantize),
+            created_at="2026-01-01T00:00:00Z",
+            comptrust_version="0.1.0",
+        )
+        write_manifest(folder, manifest)
+    return folder

@@ -80,6 +80,14 @@ class ServerHandle(abc.ABC):
         """The last ``lines`` lines of the server's log, where it has one."""
         return ""
 
+    def _with_tail(self, message: str) -> str:
+        """``message`` followed by the last lines of the server's log, for start errors."""
+        tail = self.log_tail()
+        if not tail:
+            return f"{message} (its log {self.log_path} is empty)"
+        indented = "\n".join(f"  | {line}" for line in tail.splitlines())
+        return f"{message}; last lines of its log {self.log_path}:\n{indented}"
+
     def __enter__(self) -> ServerHandle:
         return self
 

@@ -93,13 +93,6 @@ class ProcessHandle(ServerHandle):
     def log_tail(self, lines: int = 30) -> str:
         return read_tail(self.log_path, lines)
 
-    def _with_tail(self, message: str) -> str:
-        tail = self.log_tail()
-        if not tail:
-            return f"{message} (its log {self.log_path} is empty)"
-        indented = "\n".join(f"  | {line}" for line in tail.splitlines())
-        return f"{message}; last lines of its log {self.log_path}:\n{indented}"
-
     def wait_healthy(self, timeout_s: float, interval_s: float = 0.2) -> None:
         """Return once ``/health`` answers 200; else stop the child and raise :class:`ServerStartError`."""
         deadline = time.monotonic() + timeout_s
