@@ -18,7 +18,7 @@ from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
 from comptrust_evaluate.plan import Plan, build_plan, load_suite, prompts_suite
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
-from comptrust_evaluate.store import compact_endpoint, get_store, open_run_dir
+from comptrust_evaluate.store import compact_endpoint, get_store, lock_run_dir, open_run_dir
 
 __all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan"]
 
@@ -110,6 +110,19 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
         comptrust_version=__version__,
     )
     info, resumed = open_run_dir(config.out, info)
+    with lock_run_dir(config.out, "evaluate"):  # from loading its records to compacting them
+        return await _run_locked(config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed)
+
+
+async def _run_locked(
+    config: EvaluateConfig,
+    *,
+    clients: list[ProtocolClient],
+    keys: list[str | None],
+    plan: Plan,
+    info: RunInfo,
+    resumed: bool,
+) -> RunSummary:
     store = get_store("ndjson")
     reporter = make_reporter(config.progress, config.log_interval_s)
     jobs: list[EndpointJob] = []
