@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from comptrust_core import Endpoint, Record
@@ -65,6 +66,17 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
+
+
+_second: list[Any] = [-1, ""]  # the last whole UTC second formatted, and its text
+
+
+def _utc_now() -> str:
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; the seconds part formatted once per second."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _second[0]:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{nanos // 1000:06d}Z"
 
 
 def _error_text(status: int, body: bytes) -> str:
@@ -168,7 +180,7 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
         http_status=result.http_status,
         latency_s=latency,
         attempts=attempts,
-        finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        finished_at=_utc_now(),
     )
 
 
