@@ -4,13 +4,14 @@ timestamps; and records reach the file within the loop turn after their request 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from comptrust_core import Attribute, GenerationParams, Record, RequestSpec, ScoreField
-from comptrust_evaluate.engine import _utc_now
+from comptrust_evaluate.engine import _utc_now, quiet_gc
 from comptrust_evaluate.record_builder import trusted_record
 from comptrust_evaluate.store import RecordWriter, read_records
 
@@ -84,3 +85,13 @@ def test_in_a_loop_records_reach_the_file_in_the_next_turn(tmp_path: Path) -> No
 
     asyncio.run(run())
     assert [r.key for r in read_records(path)] == [f"k{i}" for i in range(6)]
+
+
+def test_quiet_gc_tunes_the_collector_for_the_run_and_restores_it() -> None:
+    before = gc.get_threshold()
+    with quiet_gc(12_345):
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
+        with quiet_gc(99):  # nested: the outer run's settings stay
+            assert gc.get_threshold()[0] == 12_345
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -5,7 +5,9 @@ record appended per finished request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import gc
 import json
 import logging
 import random
@@ -30,6 +32,8 @@ __all__ = ["EndpointJob", "open_session", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLD = 50_000
+_gc_depth = [0]
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 _OVERLOAD_STATUS = frozenset({429, 503})
 
@@ -218,6 +222,31 @@ async def _run_job(
         )
 
 
+@contextlib.contextmanager
+def quiet_gc(threshold: int = GC_THRESHOLD) -> Iterator[None]:
+    """The garbage collector tuned for a long run of small requests, restored afterwards: what exists when the run
+    starts (the plan, the modules) is frozen out of the collector's scans, and a young-generation collection waits
+    for ``threshold`` allocations instead of 700. With a thousand requests in flight the default settings spend
+    about as much CPU scanning live coroutines, connections and units as the requests themselves take; memory held in
+    reference cycles stays bounded by ``threshold`` allocations' worth."""
+    _gc_depth[0] += 1
+    if _gc_depth[0] > 1:  # runs nest (or overlap): the outermost one tunes and restores
+        try:
+            yield
+        finally:
+            _gc_depth[0] -= 1
+        return
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        _gc_depth[0] -= 1
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 async def run_jobs(
     jobs: Sequence[EndpointJob],
     limits: Limits,
@@ -226,4 +255,5 @@ async def run_jobs(
     progress: ProgressReporter,
 ) -> None:
     """Run every endpoint's pending units concurrently; records are written as requests finish."""
-    await asyncio.gather(*(_run_job(job, limits, timeouts, policy, progress) for job in jobs if job.units))
+    with quiet_gc():
+        await asyncio.gather(*(_run_job(job, limits, timeouts, policy, progress) for job in jobs if job.units))
