@@ -122,19 +122,20 @@ class Attribute(BaseModel):
     value: str
 
 
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, without an encoder built per key."""
+
+
 def record_key(endpoint: str, task: str, item_id: str, sample_index: int, request: RequestSpec) -> str:
     """Stable identity of one request: the same inputs always give the same key, in any process."""
-    payload = json.dumps(
+    payload = _KEY_ENCODER.encode(
         {
             "endpoint": endpoint,
             "task": task,
             "item": item_id,
             "sample": sample_index,
             "request": request.model_dump(mode="json"),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 

@@ -20,7 +20,7 @@ from comptrust_evaluate.plan import Plan, Unit, build_plan, load_suite, prompts_
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
 from comptrust_evaluate.scorers import NO_SCORER, ToxicityScorer, get_scorer
-from comptrust_evaluate.store import compact_endpoint, get_store, open_run_dir
+from comptrust_evaluate.store import compact_endpoint, get_store, lock_run_dir, open_run_dir
 
 __all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan", "make_toxicity_scorer"]
 
@@ -152,7 +152,6 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
 
 
 async def _evaluate_plan(config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None) -> RunSummary:
-    total = plan.total
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
     names = [c.endpoint.name for c in clients]
@@ -168,6 +167,23 @@ async def _evaluate_plan(config: EvaluateConfig, plan: Plan, toxicity: ToxicityS
         comptrust_version=__version__,
     )
     info, resumed = open_run_dir(config.out, info)
+    with lock_run_dir(config.out, "evaluate"):  # from loading its records to compacting them
+        return await _run_locked(
+            config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed, toxicity=toxicity
+        )
+
+
+async def _run_locked(
+    config: EvaluateConfig,
+    *,
+    clients: list[ProtocolClient],
+    keys: list[str | None],
+    plan: Plan,
+    info: RunInfo,
+    resumed: bool,
+    toxicity: ToxicityScorer | None,
+) -> RunSummary:
+    total = plan.total
     store = get_store("ndjson")
     reporter = make_reporter(config.progress, config.log_interval_s)
     jobs: list[EndpointJob] = []

@@ -5,7 +5,9 @@ record appended per finished request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import gc
 import json
 import logging
 import random
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from comptrust_core import Attribute, Endpoint, Record, ScoreField
@@ -30,6 +33,8 @@ __all__ = ["EndpointJob", "open_session", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLD = 50_000
+_gc_depth = [0]
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 _OVERLOAD_STATUS = frozenset({429, 503})
 
@@ -67,6 +72,17 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
+
+
+_second: list[Any] = [-1, ""]  # the last whole UTC second formatted, and its text
+
+
+def _utc_now() -> str:
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; the seconds part formatted once per second."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _second[0]:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{nanos // 1000:06d}Z"
 
 
 def _error_text(status: int, body: bytes) -> str:
@@ -175,7 +191,7 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
         http_status=result.http_status,
         latency_s=latency,
         attempts=attempts,
-        finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        finished_at=_utc_now(),
         extra_scores=extra[0],
         extra_attributes=extra[1],
     )
@@ -215,6 +231,31 @@ async def _run_job(
         )
 
 
+@contextlib.contextmanager
+def quiet_gc(threshold: int = GC_THRESHOLD) -> Iterator[None]:
+    """The garbage collector tuned for a long run of small requests, restored afterwards: what exists when the run
+    starts (the plan, the modules) is frozen out of the collector's scans, and a young-generation collection waits
+    for ``threshold`` allocations instead of 700. With a thousand requests in flight the default settings spend
+    about as much CPU scanning live coroutines, connections and units as the requests themselves take; memory held in
+    reference cycles stays bounded by ``threshold`` allocations' worth."""
+    _gc_depth[0] += 1
+    if _gc_depth[0] > 1:  # runs nest (or overlap): the outermost one tunes and restores
+        try:
+            yield
+        finally:
+            _gc_depth[0] -= 1
+        return
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        _gc_depth[0] -= 1
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 async def run_jobs(
     jobs: Sequence[EndpointJob],
     limits: Limits,
@@ -223,4 +264,5 @@ async def run_jobs(
     progress: ProgressReporter,
 ) -> None:
     """Run every endpoint's pending units concurrently; records are written as requests finish."""
-    await asyncio.gather(*(_run_job(job, limits, timeouts, policy, progress) for job in jobs if job.units))
+    with quiet_gc():
+        await asyncio.gather(*(_run_job(job, limits, timeouts, policy, progress) for job in jobs if job.units))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from comptrust_core import Attribute, Endpoint, Record, ScoreField
 
@@ -12,9 +13,29 @@ from comptrust_evaluate.protocols import Generation, ProtocolClient
 from comptrust_evaluate.refusal import get_detector
 from comptrust_evaluate.tasks import Outcome
 
-__all__ = ["build_record"]
+__all__ = ["build_record", "trusted_record"]
 
 log = logging.getLogger(__name__)
+
+
+_FIELDS = Record.model_fields
+assert not Record.__pydantic_post_init__ and not Record.__pydantic_root_model__  # what trusted_record relies on
+
+
+def trusted_record(**values: Any) -> Record:
+    """What ``Record.model_construct(**values)`` builds (defaults for the fields not given, the given ones as the
+    fields set), for ``values`` that name fields only; without model_construct's per-field alias handling, which is
+    a large share of the per-request CPU. No validation: every value must already be valid."""
+    given = set(values)
+    for name, info in _FIELDS.items():
+        if name not in values:
+            values[name] = info.get_default(call_default_factory=True, validated_data=values)
+    record = Record.__new__(Record)
+    object.__setattr__(record, "__dict__", {name: values[name] for name in _FIELDS})
+    object.__setattr__(record, "__pydantic_fields_set__", given)
+    object.__setattr__(record, "__pydantic_extra__", None)
+    object.__setattr__(record, "__pydantic_private__", None)
+    return record
 
 
 def _judge(unit: Unit, generation: Generation) -> tuple[Outcome | None, str | None]:
@@ -69,7 +90,7 @@ def build_record(
                 attributes.append(Attribute(name="refusal_broad_rule", value=broad.rule))
     # every field is built here from already-validated parts, and the status/error/scores invariants hold by
     # construction above: skipping pydantic's re-validation is a large share of the per-request CPU cost
-    return Record.model_construct(
+    return trusted_record(
         key=key,
         endpoint=endpoint.name,
         endpoint_url=endpoint.url,

@@ -1,9 +1,11 @@
 """Refusal detectors, a registry of named factories.
 
 Built-ins: DecodingTrust's per-perspective rules, exactly as the benchmark applies them (``dt-toxicity``,
-``dt-privacy``, ``dt-privacy-enron``, ``dt-stereotype``, ``dt-adv-demonstration``, ``dt-ood-knowledge``), and
-``broad``, a normalized rule set of our own (case, curly quotes and apostrophes folded). Perspectives where
-DecodingTrust counts an unparseable answer as a refusal produce :func:`unparseable` verdicts from their parsers.
+``dt-privacy``, ``dt-privacy-enron``, ``dt-stereotype``, ``dt-adv-demonstration``, ``dt-ood-knowledge``);
+``broad``, a normalized rule set of our own (case, curly quotes and apostrophes folded); and ``classifier``, a
+rejection-classifier model whose weights are present locally (torch and transformers imported only when it is built).
+Perspectives where DecodingTrust counts an unparseable answer as a refusal produce :func:`unparseable` verdicts from
+their parsers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ DETECTORS: Registry[Callable[[], RefusalDetector]] = Registry(
         "dt-adv-demonstration": _DT,
         "dt-ood-knowledge": _DT,
         "broad": "comptrust_evaluate.refusal.broad",
+        "classifier": "comptrust_evaluate.refusal.classifier",
     },
 )
 

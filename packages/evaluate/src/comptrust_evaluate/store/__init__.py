@@ -11,6 +11,7 @@ from pathlib import Path
 from comptrust_core import Record
 
 from comptrust_evaluate._registry import Registry
+from comptrust_evaluate.store.lock import LOCK_FILE, lock_run_dir
 from comptrust_evaluate.store.ndjson import RecordWriter, load_for_resume, read_records, records_path
 from comptrust_evaluate.store.parquet import (
     CompactResult,
@@ -23,6 +24,7 @@ from comptrust_evaluate.store.parquet import (
 from comptrust_evaluate.store.rundir import open_run_dir
 
 __all__ = [
+    "LOCK_FILE",
     "CompactResult",
     "NdjsonStore",
     "RecordStore",
@@ -30,6 +32,7 @@ __all__ = [
     "compact_endpoint",
     "compact_run",
     "get_store",
+    "lock_run_dir",
     "open_run_dir",
     "parquet_path",
     "read_records",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from comptrust_core import RECORDS_DIR, ConfigError, Record, RunDirError
 from pydantic import BaseModel
 
+from comptrust_evaluate.store.lock import lock_run_dir
 from comptrust_evaluate.store.ndjson import read_records, records_path
 
 __all__ = ["CompactResult", "compact_endpoint", "compact_run", "parquet_path", "read_parquet_records"]
@@ -116,15 +117,17 @@ class CompactResult:
 def compact_endpoint(run_dir: Path, endpoint: str) -> CompactResult:
     """Fold ``records/<endpoint>.ndjson`` into ``records/<endpoint>.parquet``, then remove the NDJSON file.
 
-    Never run it while an ``evaluate`` is appending to the same run directory.
+    Holds the run directory's lock (see :mod:`comptrust_evaluate.store.lock`): refused while another process
+    evaluates into or compacts the same run directory.
     """
     ndjson, parquet = records_path(run_dir, endpoint), parquet_path(run_dir, endpoint)
-    fresh = read_records(ndjson) if ndjson.exists() else []
-    merged = read_parquet_records(parquet)
-    merged.update((r.key, r) for r in fresh)
-    if fresh or not parquet.exists():
-        write_parquet_records(parquet, list(merged.values()))
-    ndjson.unlink(missing_ok=True)
+    with lock_run_dir(run_dir, "compact"):
+        fresh = read_records(ndjson) if ndjson.exists() else []
+        merged = read_parquet_records(parquet)
+        merged.update((r.key, r) for r in fresh)
+        if fresh or not parquet.exists():
+            write_parquet_records(parquet, list(merged.values()))
+        ndjson.unlink(missing_ok=True)
     log.info("%s: %d records folded into %s (%d in all)", endpoint, len(fresh), parquet.name, len(merged))
     return CompactResult(endpoint, len(fresh), len(merged))
 
@@ -135,4 +138,5 @@ def compact_run(run_dir: Path) -> list[CompactResult]:
     if not folder.is_dir():
         raise RunDirError(f"{run_dir} has no {RECORDS_DIR}/ folder: not a run directory, or no records yet")
     names = sorted({p.stem for p in folder.glob("*.ndjson")} | {p.stem for p in folder.glob("*.parquet")})
-    return [compact_endpoint(run_dir, name) for name in names]
+    with lock_run_dir(run_dir, "compact"):
+        return [compact_endpoint(run_dir, name) for name in names]

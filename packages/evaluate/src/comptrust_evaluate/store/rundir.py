@@ -6,6 +6,8 @@ from pathlib import Path
 
 from comptrust_core import RECORDS_DIR, RUN_FILE, RunDirError, RunInfo, read_run_info, write_run_info
 
+from comptrust_evaluate.store.lock import LOCK_FILE
+
 __all__ = ["open_run_dir"]
 
 
@@ -25,7 +27,7 @@ def open_run_dir(out: Path, info: RunInfo) -> tuple[RunInfo, bool]:
         updated = existing.model_copy(update={"endpoints": info.endpoints})
         write_run_info(out, updated)
         return updated, True
-    if out.exists() and (not out.is_dir() or any(p.name != RECORDS_DIR for p in out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name not in (RECORDS_DIR, LOCK_FILE) for p in out.iterdir())):
         raise RunDirError(f"--out {out} exists and is not an empty folder nor a comptrust run; pass a new --out folder")
     if (out / RECORDS_DIR).is_dir() and any((out / RECORDS_DIR).iterdir()):
         raise RunDirError(f"--out {out} holds records but no {RUN_FILE}; pass a new --out folder")
