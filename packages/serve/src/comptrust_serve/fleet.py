@@ -142,10 +142,17 @@ def launch_fleet(
     ]
     fleet = Fleet(launcher=chosen.name)
     try:
-        for start in starts:
-            start.start()
-        for start in starts:
-            start.join()
+        if len(starts) == 1:
+            # One server starts on this thread, so that Ctrl-C or SIGTERM (raised here as KeyboardInterrupt) reaches
+            # the launcher mid-start and it removes what it half-started before this returns. Several start on
+            # threads: one still starting when interrupted finishes its health wait and then stops its server (or it
+            # dies with this process: the process launcher's guard, the docker launcher's watchdog).
+            starts[0].run()
+        else:
+            for start in starts:
+                start.start()
+            for start in starts:
+                start.join()
     except BaseException:
         with cancel.lock:
             cancel.set = True
