@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comptrust_compress import calibration
+from comptrust_compress import calibration, project_text
 from comptrust_compress.calibration import HubSource, check_calibration_source, draw_calibration
 from comptrust_core import ConfigError
 
@@ -29,7 +29,7 @@ def test_the_seed_alone_decides_the_set(tokenizer: Any) -> None:
 
 def test_windows_come_from_the_text(tokenizer: Any) -> None:
     drawn = draw_calibration(tokenizer, source="shipped", samples=4, seqlen=16, seed=5)
-    text = calibration.project_text("calibration")
+    text = project_text("calibration")
     for window in drawn.windows:
         decoded = tokenizer.decode([i for i in window if i != tokenizer.eos_token_id])
         assert decoded.split()[1] in text
@@ -47,7 +47,7 @@ def test_local_text_and_jsonl(tokenizer: Any, tmp_path: Path) -> None:
     assert drawn.source == "file:notes.txt" and len(drawn.windows) == 4
 
     rows = tmp_path / "rows.jsonl"
-    lines = [{"text": f"Plain row {i} about the weather."} for i in range(20)]
+    lines: list[dict[str, Any]] = [{"text": f"Plain row {i} about the weather."} for i in range(20)]
     lines += [{"instruction": f"Name a colour {i}.", "input": "", "output": "Blue."} for i in range(20)]
     lines += [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}]
     rows.write_text("\n".join(json.dumps(row) for row in lines) + "\n\n")
