@@ -82,6 +82,12 @@ def odd_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """The tiny models' tokenizer (byte-level BPE with a ChatML template)."""
+    return build_tokenizer()
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     """An empty folder to put ``--out`` in; tests check that nothing but the expected output appears here."""

@@ -24,7 +24,24 @@ def _assert_nothing_written(work: Path, before: set[str] | None = None) -> None:
 
 # (extra argv, message fragment); the model is the tiny local one unless the case names another.
 FLAG_CASES = [
-    (["--method", "gptq"], "unknown method 'gptq'; available methods: dense, magnitude"),
+    (["--method", "quantize"], "unknown method 'quantize'; available methods: awq, dense, gptq, magnitude, rtn, "),
+    (["--method", "gptq", "--sparsity", "0.5"], "--sparsity does not apply to method gptq"),
+    (["--method", "awq", "--act-order"], "--act-order does not apply to method awq"),
+    (["--method", "rtn", "--calib-data", "c4"], "--calib-data does not apply to method rtn"),
+    (["--method", "wanda", "--sparsity", "0.5", "--bits", "4"], "--bits does not apply to method wanda"),
+    (["--method", "sparsegpt"], "method sparsegpt needs a level: pass --sparsity F"),
+    (["--method", "wanda", "--pattern", "2:4", "--sparsity", "0.3"], "--sparsity 0.3 conflicts with --pattern 2:4"),
+    (
+        ["--method", "gptq", "--group-size", "256"],
+        "--group-size 256 is larger than layer model.layers.0.self_attn.q_proj (input width 64, and 13 more layer(s)); "
+        "pass --group-size 64 or smaller, or -1 for per-channel",
+    ),
+    (
+        ["--method", "awq", "--group-size", "32", "--calib-samples", "4", "--calib-seqlen", "100000"],
+        "--calib-data shipped gives ",
+    ),
+    (["--method", "gptq", "--calib-data", "rows.csv"], "--calib-data 'rows.csv' is not a known source; pass shipped"),
+    (["--method", "sparsegpt", "--pattern", "2:4", "--calib-data", "missing.txt"], "missing.txt: no such file"),
     (["--method", "magnitude", "--sparsity", "0.5", "--bits", "4"], "--bits does not apply to method magnitude"),
     (["--method", "magnitude", "--sparsity", "0.5", "--group-size", "64"], "--group-size does not apply"),
     (["--method", "magnitude", "--sparsity", "0.5", "--act-order"], "--act-order does not apply"),
@@ -152,8 +169,9 @@ def test_cuda_without_gpu(capsys: pytest.CaptureFixture[str], tiny_model: Path, 
     _assert_nothing_written(work)
 
 
-def test_pattern_on_indivisible_layers(odd_model: Path, work: Path) -> None:
-    config = CompressConfig(model=str(odd_model), method="magnitude", pattern="4:8", out=work / "c", ppl_tokens=64)
+@pytest.mark.parametrize("method", ["magnitude", "sparsegpt", "wanda"])
+def test_pattern_on_indivisible_layers(odd_model: Path, work: Path, method: str) -> None:
+    config = CompressConfig(model=str(odd_model), method=method, pattern="4:8", out=work / "c", ppl_tokens=64)
     with pytest.raises(ConfigError, match=r"--pattern 4:8 needs in_features divisible by 8, but model\.layers\.0"):
         compress(config)
     _assert_nothing_written(work)

@@ -133,7 +133,7 @@ def _boom(*args: Any, **kwargs: Any) -> None:
     raise RuntimeError("injected failure")
 
 
-def _interrupt_after_config(self: Any, model: Any, tokenizer: Any, folder: Path, dtype: torch.dtype) -> None:
+def _interrupt_after_config(self: Any, model: Any, tokenizer: Any, folder: Path, *args: Any) -> None:
     (folder / "config.json").write_text("{}")
     raise KeyboardInterrupt
 

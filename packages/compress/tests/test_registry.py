@@ -33,27 +33,31 @@ class _Unavailable(CompressionMethod):
     def method_spec(self, config: CompressConfig) -> MethodSpec:
         return MethodSpec(name=self.name)
 
-    def apply(self, model: Any, tokenizer: Any, config: CompressConfig, device: Any) -> None:
+    def apply(self, model: Any, tokenizer: Any, config: CompressConfig, device: Any, job: Any) -> None:
         return None
 
 
 def test_builtin_methods() -> None:
-    assert method_names() == ["dense", "magnitude"]
-    assert available_methods() == ["dense", "magnitude"]
+    everything = ["awq", "dense", "gptq", "magnitude", "rtn", "sparsegpt", "wanda"]
+    assert method_names() == everything
+    assert available_methods() == everything
     assert get_method("magnitude").options == frozenset({"sparsity", "pattern"})
     assert get_method("dense").options == frozenset()
 
 
 def test_unknown_and_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match=r"^unknown method 'awq'; available methods: dense, magnitude$"):
-        get_method("awq")
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown method 'owq'; available methods: awq, dense, gptq, magnitude, rtn, sparsegpt, wanda$",
+    ):
+        get_method("owq")
     monkeypatch.setitem(base._REGISTRY, _Unavailable.name, _Unavailable)
     assert "needs-backend" in method_names()
     assert "needs-backend" not in available_methods()
     with pytest.raises(
         ConfigError,
         match=r"^method 'needs-backend' is not available here \(llm-compressor is not installed\); "
-        r"available methods: dense, magnitude$",
+        r"available methods: awq, dense, gptq, magnitude, rtn, sparsegpt, wanda$",
     ):
         get_method("needs-backend")
 

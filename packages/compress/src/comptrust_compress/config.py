@@ -18,6 +18,7 @@ from comptrust_core import ConfigError
 __all__ = [
     "BITS_CHOICES",
     "DEFAULT_CALIB_SAMPLES",
+    "DEFAULT_CALIB_SEQLEN",
     "DEFAULT_GROUP_SIZE",
     "METHOD_OPTIONS",
     "CompressConfig",
@@ -48,6 +49,8 @@ MethodOption = Literal[
 BITS_CHOICES: tuple[int, ...] = (2, 3, 4, 8)
 DEFAULT_GROUP_SIZE = 128
 DEFAULT_CALIB_SAMPLES = 128
+DEFAULT_CALIB_SEQLEN = 2048
+"""The paper's 128 x 2048 tokens; capped at the model's context length."""
 METHOD_OPTIONS: tuple[MethodOption, ...] = get_args(MethodOption)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}$")

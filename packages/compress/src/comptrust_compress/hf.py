@@ -12,7 +12,7 @@ from comptrust_core import ConfigError, ModelNotFoundError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["dtype_name", "load_model", "load_tokenizer", "save_hf_folder", "storage_dtype"]
+__all__ = ["dtype_name", "is_compressed_tensors", "load_model", "load_tokenizer", "save_hf_folder", "storage_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def _wrap_load_error(exc: Exception, what: str, folder: Path) -> Exception:
     return ModelNotFoundError(f"cannot load the {what} from {folder}: {text}")
 
 
+def is_compressed_tensors(folder: Path) -> bool:
+    """True when ``folder``'s config.json declares a compressed-tensors quantization config."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    quant = config.get("quantization_config")
+    return isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors"
+
+
 def load_tokenizer(folder: Path, *, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
@@ -56,9 +63,16 @@ def load_model(folder: Path, *, dtype: torch.dtype, device: torch.device, trust_
     """A causal LM from ``folder`` in ``dtype`` on ``device``, in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    extra: dict[str, Any] = {}
+    if is_compressed_tensors(folder):
+        from transformers import CompressedTensorsConfig
+
+        # Decompress into dense Linear weights, so the weights can be measured as they will be computed with.
+        extra["quantization_config"] = CompressedTensorsConfig(dequantize=True)
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
             folder,
+            **extra,
             dtype=dtype,
             device_map=str(device) if device.type != "cpu" else None,
             trust_remote_code=trust_remote_code,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from comptrust_core import ConfigError
 
-__all__ = ["compressible_linears", "decoder_layers", "for_each_layer", "layer_linears"]
+__all__ = ["compressible_linears", "decoder_layers", "for_each_layer", "layer_linears", "layer_widths"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +72,17 @@ def for_each_layer(
         finally:
             layer.to(home)
         log.debug("layer %d/%d done (%s)", index + 1, len(layers), prefix)
+
+
+def layer_widths(folder: Path, *, trust_remote_code: bool) -> dict[str, tuple[int, int]]:
+    """``(out_features, in_features)`` of every compressible Linear, from ``config.json`` alone (no weights read).
+
+    The model is built on the meta device, so this is instant even for a 70B model.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)  # type: ignore[no-untyped-call]
+    return {name: (lin.out_features, lin.in_features) for name, lin in compressible_linears(model).items()}

@@ -17,7 +17,7 @@ from comptrust_compress.errors import VerificationError
 from comptrust_compress.layerwise import compressible_linears
 from comptrust_compress.sparsity import count_zeros, nm_groups_ok
 
-__all__ = ["WeightFacts", "measure_weights", "peak_memory", "stored_bits_per_weight"]
+__all__ = ["WeightFacts", "measure_weights", "peak_memory", "quant_levels_max", "stored_bits_per_weight"]
 
 # Bits per element of the safetensors dtypes a dense checkpoint may hold.
 _DTYPE_BITS = {
@@ -68,23 +68,35 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def stored_bits_per_weight(folder: Path, module_names: list[str]) -> float:
-    """Bits each compressible weight takes in the checkpoint's files (dense storage: the dtype's width)."""
+def stored_bits_per_weight(folder: Path, numels: dict[str, int]) -> float:
+    """Bits each compressible weight takes in the checkpoint's files, averaged over ``numels`` (name → weights).
+
+    Every tensor stored for a module's weight counts: ``weight`` for dense storage (the dtype's width), and for
+    compressed-tensors ``weight_packed`` plus ``weight_scale``, ``weight_zero_point``, ``weight_g_idx`` and
+    ``weight_shape``, so 4-bit groups of 128 with bfloat16 scales come to a little over 4.
+    """
     entries: dict[str, Any] = {}
     for path in weight_files(folder):
         entries.update(_safetensors_header(path))
     bits = 0
-    count = 0
-    for name in module_names:
-        entry = entries.get(f"{name}.weight")
-        if entry is None:
+    for name in numels:
+        stored = [entry for key, entry in entries.items() if key.startswith(f"{name}.weight")]
+        if not stored:
             raise VerificationError(f"the written checkpoint in {folder} has no tensor {name}.weight")
-        numel = 1
-        for dim in entry["shape"]:
-            numel *= int(dim)
-        bits += _DTYPE_BITS[entry["dtype"]] * numel
-        count += numel
-    return bits / count
+        for entry in stored:
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            bits += _DTYPE_BITS[entry["dtype"]] * count
+    return bits / sum(numels.values())
+
+
+def quant_levels_max(model: Any, group_sizes: dict[str, int]) -> int:
+    """The most distinct values in any quantization group (``group_sizes``: layer → size) of ``model``."""
+    from comptrust_compress.quantgroups import max_levels_per_group
+
+    linears = compressible_linears(model)
+    return max(max_levels_per_group(linears[name].weight, size) for name, size in group_sizes.items())
 
 
 def peak_memory(device: torch.device) -> tuple[int | None, str]:

@@ -6,9 +6,12 @@ input dimension, as sparse tensor cores and vLLM's 2:4 kernels expect. A mask is
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-__all__ = ["count_zeros", "nm_groups_ok", "nm_keep_mask", "pruned_count", "unstructured_keep_mask"]
+import torch
+from comptrust_core import ConfigError
+
+__all__ = ["check_nm_widths", "count_zeros", "nm_groups_ok", "nm_keep_mask", "pruned_count", "unstructured_keep_mask"]
 
 
 def pruned_count(numel: int, sparsity: float) -> int:
@@ -53,3 +56,14 @@ def nm_groups_ok(weight: torch.Tensor, n: int, m: int) -> bool:
 
 def count_zeros(weight: torch.Tensor) -> int:
     return int((weight.detach() == 0).sum())
+
+
+def check_nm_widths(config: Any, widths: dict[str, tuple[int, int]]) -> None:
+    """Refuse ``config.pattern`` (N:M) when a layer's input width is not a multiple of M (a :class:`ConfigError`)."""
+    m = int(str(config.pattern).split(":")[1])
+    odd = [name for name, (_, cols) in widths.items() if cols % m]
+    if odd:
+        raise ConfigError(
+            f"--pattern {config.pattern} needs in_features divisible by {m}, but {odd[0]} "
+            f"(and {len(odd) - 1} more) is not; use --sparsity for unstructured pruning"
+        )

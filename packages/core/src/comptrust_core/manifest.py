@@ -90,6 +90,11 @@ class MeasuredFacts(_Frozen):
     layers: dict[str, LayerStats] = Field(default_factory=dict)
     nm_pattern_holds: bool | None = Field(default=None, description="every group of M holds at most N nonzeros")
     effective_bits: float = Field(description="stored bits per compressible weight, scales and zero points included")
+    quant_levels_max: int | None = Field(
+        default=None,
+        description="the most distinct weight values in any quantization group of any layer (at most 2**bits when "
+        "the weights really are quantized); None when nothing was quantized",
+    )
     perplexity_before: float | None = None
     perplexity_after: float | None = None
     perplexity_text: str | None = Field(default=None, description="what the perplexity was measured on")

@@ -15,8 +15,13 @@ from comptrust_compress.methods.base import CompressionMethod, register_method, 
 __all__ = ["CompressionMethod", "available_methods", "get_method", "method_names", "register_method"]
 
 _BUILTIN: dict[str, str] = {
+    "awq": "comptrust_compress.methods.awq",
     "dense": "comptrust_compress.methods.dense",
+    "gptq": "comptrust_compress.methods.gptq",
     "magnitude": "comptrust_compress.methods.magnitude",
+    "rtn": "comptrust_compress.methods.rtn",
+    "sparsegpt": "comptrust_compress.methods.sparsegpt",
+    "wanda": "comptrust_compress.methods.wanda",
 }
 
 

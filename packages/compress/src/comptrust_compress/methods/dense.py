@@ -8,7 +8,7 @@ from comptrust_core import MeasuredFacts, MethodSpec
 
 from comptrust_compress.config import CompressConfig
 from comptrust_compress.errors import VerificationError
-from comptrust_compress.methods.base import CompressionMethod, register_method
+from comptrust_compress.methods.base import CompressionMethod, Job, register_method
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,7 @@ class Dense(CompressionMethod):
     def method_spec(self, config: CompressConfig) -> MethodSpec:
         return MethodSpec(name=self.name, export="dense")
 
-    def apply(self, model: Any, tokenizer: Any, config: CompressConfig, device: torch.device) -> None:
+    def apply(self, model: Any, tokenizer: Any, config: CompressConfig, device: torch.device, job: Job) -> None:
         return None
 
     def verify(self, facts: MeasuredFacts, config: CompressConfig) -> None:

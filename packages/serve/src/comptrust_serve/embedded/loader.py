@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -78,6 +79,33 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+def _quantization_options(config: Any, device: torch.device) -> dict[str, Any]:
+    """``from_pretrained`` options for a quantized checkpoint: compressed-tensors (GPTQ/AWQ written by ``compress``).
+
+    On the CPU the packed weights are dequantized once at load (plain dense matmuls afterwards); on a GPU
+    transformers runs them compressed. Dense and fake-quant checkpoints need nothing.
+    """
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if method is None:
+        return {}
+    if str(method) != "compressed-tensors":
+        raise ConfigError(
+            f"the embedded server loads dense and compressed-tensors checkpoints, not {method!r} ones; "
+            "serve this checkpoint with TGI or vLLM"
+        )
+    if importlib.util.find_spec("compressed_tensors") is None:
+        raise ConfigError(
+            "this checkpoint is stored as compressed-tensors, which needs the compressed-tensors package; "
+            "install comptrust-serve[embedded]"
+        )
+    if device.type != "cpu":
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+
+
 def load_model(
     path: Path, *, dtype: str | None = None, device: str | None = None, trust_remote_code: bool = False
 ) -> LoadedModel:
@@ -92,6 +120,7 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     model: Any = AutoModelForCausalLM.from_pretrained(
         path,
+        **_quantization_options(config, where),
         dtype=torch_dtype,
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
