@@ -37,9 +37,10 @@ class Assumptions:
 
 
 DEFAULTS: dict[str, Assumptions] = {
-    # SmolLM2-135M on a 2-core CPU with the embedded server (the quickstart), rounded up from the end-to-end test's
-    # checkpoints and records: dense and magnitude compress in well under a minute, calibrated methods in a few.
-    "cpu": Assumptions(compress_s={"dense": 30.0, "magnitude": 45.0, "*": 180.0}, startup_s=20.0, requests_per_s=1.0),
+    # SmolLM2-135M on a 2-core CPU shared with other work, the embedded server (the quickstart), as the end-to-end
+    # test measured it (dense: 82 s to compress, 19 s to start, 20 quick-suite requests in 87 s): compression includes
+    # loading the model and two perplexity passes; calibrated methods on 16 x 128 tokens add about as much again.
+    "cpu": Assumptions(compress_s={"dense": 90.0, "magnitude": 90.0, "*": 150.0}, startup_s=20.0, requests_per_s=0.3),
     # A 13B model on one H100-class GPU with TGI (the paper plan): not measured by comptrust; order-of-magnitude
     # figures (loading and saving 26 GB of weights, 128 x 2048 calibration tokens), replaced by measurements as soon
     # as this sweep has made checkpoints and runs.
