@@ -2,7 +2,7 @@
 
 The model arrives loaded from its saved folder on the CPU; llm-compressor's sequential pipeline moves one decoder
 layer at a time to the work device with its calibration activations, so accelerator memory stays at about one layer
-plus activations. The calibration windows go in as a ready DataLoader (one window per batch) with the tokenizer.
+plus activations. The calibration windows go in as a ready DataLoader (equal-length windows batched) with the tokenizer.
 
 Two narrow adjustments, each undone when ``oneshot`` returns:
 
@@ -63,13 +63,29 @@ def decoder_targets(names: list[str]) -> list[str]:
     return [target for targets in targets_by_group_size(dict.fromkeys(names, 0)).values() for target in targets]
 
 
+CALIBRATION_BATCH = 8
+"""Calibration windows per forward pass. Batching equal-length windows gives the same statistics (GPTQ's and
+SparseGPT's Hessians, Wanda's norms and AWQ's activation means sum over every token either way) at a fraction of
+the per-call cost: on a CPU, AWQ's scale search ran several times faster than with one window per batch."""
+
+
 def _batches(calibration: CalibrationSet) -> list[dict[str, torch.Tensor]]:
     import torch
 
-    return [
-        {"input_ids": torch.tensor([w], dtype=torch.long), "attention_mask": torch.ones(1, len(w), dtype=torch.long)}
-        for w in calibration.windows
-    ]
+    by_length: dict[int, list[list[int]]] = {}
+    for window in calibration.windows:
+        by_length.setdefault(len(window), []).append(list(window))
+    batches = []
+    for length, windows in by_length.items():
+        for start in range(0, len(windows), CALIBRATION_BATCH):
+            chunk = windows[start : start + CALIBRATION_BATCH]
+            batches.append(
+                {
+                    "input_ids": torch.tensor(chunk, dtype=torch.long),
+                    "attention_mask": torch.ones(len(chunk), length, dtype=torch.long),
+                }
+            )
+    return batches
 
 
 @contextlib.contextmanager
