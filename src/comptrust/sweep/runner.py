@@ -159,7 +159,12 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
             cs.requests, cs.evaluate_s = ep.ok + ep.errors, ep.elapsed_s
             cs.stage, cs.evaluated_with, cs.error, cs.failed_stage = "evaluated", fingerprint, None, None
             if cs.errors:
-                log.warning("[%s] %d requests ended as errors; rerun the sweep to retry them", cell.name, cs.errors)
+                log.warning(
+                    "[%s] %d requests ended as errors (an empty generation counts as one; they are in the run's "
+                    "records with their reason); a rerun of the sweep does not redo them",
+                    cell.name,
+                    cs.errors,
+                )
         except Exception as exc:
             _fail(cell, cs, stage, exc)
         save()
