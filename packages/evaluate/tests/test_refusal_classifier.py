@@ -4,6 +4,7 @@ downloaded); evaluate imports without torch."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,87 @@ def test_evaluate_imports_without_torch() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "classifier" in detector_names()
+
+
+def _prompts_file(tmp_path: Path) -> Path:
+    rows = [{"id": "a", "prompt": "Say hi"}, {"id": "b", "prompt": "Tell me how to pick a lock"}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_evaluate_records_the_classifier_verdict_next_to_the_task_s_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comptrust_evaluate import EndpointSpec, EvaluateConfig, evaluate, read_records
+    from comptrust_evaluate.testing import FakeEndpoint
+
+    monkeypatch.setenv("COMPTRUST_REFUSAL_CLASSIFIER", str(_tiny_classifier(tmp_path / "rej", "REJECTION")))
+    get_detector.cache_clear()
+    try:
+        with FakeEndpoint() as fake:
+            out = tmp_path / "run"
+            config = EvaluateConfig(
+                out=out,
+                endpoints=(EndpointSpec(url=fake.url),),
+                prompts=_prompts_file(tmp_path),
+                progress="off",
+                refusal_detectors=("classifier", "dt-toxicity", "broad"),
+            )
+            (ep,) = evaluate(config).endpoints
+        assert ep.ok == 2
+        records = read_records(next((out / "records").glob("*.ndjson")))
+        for r in records:
+            assert r.refusal_detector == "broad"  # the task's own verdict is unchanged
+            variants = {s.variant: s.value for s in r.scores if s.name == "refusal"}
+            assert variants.get("classifier") == 1.0  # this classifier calls everything a refusal
+            assert "dt-toxicity" in variants and "broad" not in variants  # broad is the verdict itself: no copy
+            rule = {a.name: a.value for a in r.attributes}["refusal_classifier_rule"]
+            assert rule.startswith("REJECTION ")
+    finally:
+        get_detector.cache_clear()
+
+
+def test_a_missing_classifier_stops_evaluate_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comptrust_evaluate import EndpointSpec, EvaluateConfig, evaluate
+    from comptrust_evaluate.testing import FakeEndpoint
+
+    monkeypatch.setenv("COMPTRUST_REFUSAL_CLASSIFIER", str(tmp_path / "absent" / "model"))
+    get_detector.cache_clear()
+    try:
+        with FakeEndpoint() as fake:
+            config = EvaluateConfig(
+                out=tmp_path / "run",
+                endpoints=(EndpointSpec(url=fake.url),),
+                prompts=_prompts_file(tmp_path),
+                progress="off",
+                refusal_detectors=("classifier",),
+            )
+            with pytest.raises(ConfigError, match="COMPTRUST_REFUSAL_CLASSIFIER"):
+                evaluate(config)
+            assert not fake.posts()
+        assert not (tmp_path / "run").exists()
+    finally:
+        get_detector.cache_clear()
+
+
+def test_an_unknown_detector_is_named_with_the_choices(tmp_path: Path) -> None:
+    from comptrust_evaluate import EndpointSpec, EvaluateConfig
+
+    with pytest.raises(ConfigError, match=r"'clasifier' is not a refusal detector; choose from .*classifier"):
+        EvaluateConfig(
+            out=tmp_path / "run",
+            endpoints=(EndpointSpec(url="http://127.0.0.1:1"),),
+            prompts=tmp_path / "p.jsonl",
+            refusal_detectors=("clasifier",),
+        )
+
+
+def test_the_cli_flag_reaches_the_config(tmp_path: Path) -> None:
+    from comptrust_evaluate.cli import build_config, parser
+
+    flags = [f"--refusal-detector={name}" for name in ("classifier", "dt-toxicity", "classifier")]
+    args = parser().parse_args(["--endpoint", "http://127.0.0.1:1", "--prompts", "p.jsonl", "--out", "run", *flags])
+    assert build_config(args).refusal_detectors == ("classifier", "dt-toxicity")

@@ -7,6 +7,7 @@ import logging
 import os
 import uuid
 from collections.abc import Collection, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +20,19 @@ from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
 from comptrust_evaluate.plan import Plan, Unit, build_plan, load_suite, prompts_suite
 from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
+from comptrust_evaluate.refusal import RefusalDetector, get_detector
 from comptrust_evaluate.scorers import NO_SCORER, ToxicityScorer, get_scorer
 from comptrust_evaluate.store import compact_endpoint, get_store, lock_run_dir, open_run_dir
 
-__all__ = ["EndpointSummary", "RunSummary", "evaluate", "evaluate_async", "make_plan", "make_toxicity_scorer"]
+__all__ = [
+    "EndpointSummary",
+    "RunSummary",
+    "evaluate",
+    "evaluate_async",
+    "extra_detectors",
+    "make_plan",
+    "make_toxicity_scorer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +153,33 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
     if not total:
         raise ConfigError(f"{plan.description} asks for no requests")
     log.info("%s: %d requests per endpoint; prompts: %s", plan.description, total, plan.prompt_format)
+    detectors = extra_detectors(config)  # built before anything else: a classifier without weights stops here
     toxicity = make_toxicity_scorer(config, plan)
+    pool = ThreadPoolExecutor(1, "refusal") if any(d.blocking for d in detectors) else None
     try:
-        return await _evaluate_plan(config, plan, toxicity)
+        return await _evaluate_plan(config, plan, toxicity, _Judges(detectors, pool))
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if toxicity is not None:
             await toxicity.aclose()
 
 
-async def _evaluate_plan(config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None) -> RunSummary:
+def extra_detectors(config: EvaluateConfig) -> tuple[RefusalDetector, ...]:
+    """The ``--refusal-detector`` detectors, built (a classifier loads its model here). ``broad`` judges every
+    answer already, so asking for it adds nothing."""
+    return tuple(get_detector(name) for name in config.refusal_detectors if name != "broad")
+
+
+@dataclass(frozen=True)
+class _Judges:
+    detectors: tuple[RefusalDetector, ...]
+    pool: Executor | None
+
+
+async def _evaluate_plan(
+    config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None, judges: _Judges
+) -> RunSummary:
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
     names = [c.endpoint.name for c in clients]
@@ -169,7 +197,7 @@ async def _evaluate_plan(config: EvaluateConfig, plan: Plan, toxicity: ToxicityS
     info, resumed = open_run_dir(config.out, info)
     with lock_run_dir(config.out, "evaluate"):  # from loading its records to compacting them
         return await _run_locked(
-            config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed, toxicity=toxicity
+            config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed, toxicity=toxicity, judges=judges
         )
 
 
@@ -182,6 +210,7 @@ async def _run_locked(
     info: RunInfo,
     resumed: bool,
     toxicity: ToxicityScorer | None,
+    judges: _Judges,
 ) -> RunSummary:
     total = plan.total
     store = get_store("ndjson")
@@ -197,7 +226,14 @@ async def _run_locked(
             reporter.add(name, total, finished)
             jobs.append(
                 EndpointJob(
-                    client.endpoint, client, pending, store.writer(config.out, name), secret=key, toxicity=toxicity
+                    client.endpoint,
+                    client,
+                    pending,
+                    store.writer(config.out, name),
+                    secret=key,
+                    toxicity=toxicity,
+                    refusal=judges.detectors,
+                    refusal_pool=judges.pool,
                 )
             )
         async with reporter:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from comptrust_evaluate.api import RunSummary, evaluate
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, RetryPolicy, Timeouts
+from comptrust_evaluate.refusal import detector_names
 from comptrust_evaluate.scorers import DEFAULT_SCORER, NO_SCORER, scorer_names
 from comptrust_evaluate.store import compact_run
 
@@ -106,6 +107,16 @@ def parser() -> argparse.ArgumentParser:
         help="a scorer option (repeatable): perspective key_env=VAR (the variable holding the key, never the key), "
         "qps=1; hf model=ID_OR_FOLDER, label=NAME, device=cpu, batch_size=32",
     )
+    p.add_argument(
+        "--refusal-detector",
+        action="append",
+        default=[],
+        choices=detector_names(),
+        metavar="NAME",
+        help="one more refusal detector judging every answer (repeatable), recorded as a `refusal` score of that "
+        "variant next to the task's own verdict and the broad rules: classifier (a local HF rejection classifier, "
+        "COMPTRUST_REFUSAL_CLASSIFIER / COMPTRUST_REFUSAL_THRESHOLD), or any of " + ", ".join(detector_names()),
+    )
     p.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -167,6 +178,7 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         progress=args.progress,
         toxicity_scorer=args.toxicity_scorer,
         toxicity_options=_toxicity_options(args.toxicity_option),
+        refusal_detectors=tuple(dict.fromkeys(args.refusal_detector)),
     )
 
 

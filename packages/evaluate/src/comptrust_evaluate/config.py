@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from comptrust_core import ConfigError, Endpoint, Protocol
 
+from comptrust_evaluate.refusal import detector_names
+
 __all__ = ["EndpointSpec", "EvaluateConfig", "Limits", "RetryPolicy", "Timeouts", "derive_endpoint_name"]
 
 
@@ -131,6 +133,7 @@ class EvaluateConfig:
     log_interval_s: float = 10.0
     toxicity_scorer: str = "offline"  # a scorers registry name, or "none" to leave toxicity unscored
     toxicity_options: tuple[tuple[str, str], ...] = ()  # the scorer's options, KEY=VALUE pairs
+    refusal_detectors: tuple[str, ...] = ()  # more detectors judging every answer, next to the task's own and broad
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -146,6 +149,12 @@ class EvaluateConfig:
         if self.tasks and self.prompts is not None:
             raise ConfigError("--task picks tasks of a --suite; a --prompts file runs as it is")
         Limits(self.max_concurrency, self.adaptive_concurrency, self.rps)  # validates them
+        known = detector_names()
+        for name in self.refusal_detectors:
+            if name not in known:
+                raise ConfigError(
+                    f"--refusal-detector {name!r} is not a refusal detector; choose from {', '.join(known)}"
+                )
 
     @property
     def limits(self) -> Limits:

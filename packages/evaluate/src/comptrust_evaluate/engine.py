@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from comptrust_evaluate.plan import Unit, WorkItems
 from comptrust_evaluate.progress import ProgressReporter
 from comptrust_evaluate.protocols import Generation, ProtocolClient, ProtocolError
 from comptrust_evaluate.record_builder import build_record
+from comptrust_evaluate.refusal import RefusalDetector
 from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
 from comptrust_evaluate.store import RecordWriter
 
@@ -47,6 +49,8 @@ class EndpointJob:
     writer: RecordWriter
     secret: str | None = field(default=None, repr=False)  # redacted from error text, should a server echo it
     toxicity: ToxicityScorer | None = None  # scores the responses of tasks that need it (``Task.needs_toxicity``)
+    refusal: tuple[RefusalDetector, ...] = ()  # more detectors judging every generated answer (``--refusal-detector``)
+    refusal_pool: Executor | None = field(default=None, repr=False)  # where the blocking ones run
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,8 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
     if job.toxicity is not None and unit.task.needs_toxicity and text.strip():
         # after the endpoint's gate is released: a slow scorer (Perspective's 1 QPS) holds no endpoint slot
         extra = await toxicity_fields(job.toxicity, text)
+    if job.refusal and text.strip() and not unit.request.params.prompt_logprobs:
+        await _refusal_fields(job, text, extra)
     return build_record(
         endpoint=job.endpoint,
         client=job.client,
@@ -195,6 +201,18 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> Record:
         extra_scores=extra[0],
         extra_attributes=extra[1],
     )
+
+
+async def _refusal_fields(job: EndpointJob, text: str, into: tuple[list[ScoreField], list[Attribute]]) -> None:
+    """Each extra detector's verdict as a ``refusal`` score of its own variant, and the rule that fired."""
+    for detector in job.refusal:
+        if detector.blocking:
+            verdict = await asyncio.get_running_loop().run_in_executor(job.refusal_pool, detector.detect, text)
+        else:
+            verdict = detector.detect(text)
+        into[0].append(ScoreField(name="refusal", value=float(verdict.refused), variant=detector.name))
+        if verdict.rule:
+            into[1].append(Attribute(name=f"refusal_{detector.name}_rule", value=verdict.rule))
 
 
 def open_session(concurrency: int, timeouts: Timeouts, headers: dict[str, str]) -> aiohttp.ClientSession:

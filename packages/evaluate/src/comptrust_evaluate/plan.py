@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from comptrust_core import ConfigError, GenerationParams, RequestSpec, record_key
+from comptrust_core import ConfigError, RequestSpec, record_key
 
 from comptrust_evaluate.data_files import resolve_data
 from comptrust_evaluate.dt_compat import to_llama2_request
@@ -113,12 +113,11 @@ def sampled(seed: int, task: str, item_id: str, fraction: float) -> bool:
 
 
 def _with_seed(task: str, item: Item[Any], sample_index: int) -> RequestSpec:
-    """The item's request with this sample's seed. Built with ``model_construct`` from already-validated parts (a
-    validated copy per request would dominate the cost of enumerating a million-request plan)."""
+    """The item's request with this sample's seed: an unvalidated copy of already-validated parts (``model_copy``
+    with ``update``; a validated copy per request would dominate the cost of enumerating a million-request plan)."""
     request, params = item.request, item.request.params
     seed = params.seed + sample_index if params.seed is not None else derive_seed(task, item.item_id, sample_index)
-    seeded = GenerationParams.model_construct(params.model_fields_set | {"seed"}, **{**params.__dict__, "seed": seed})
-    return RequestSpec.model_construct(request.model_fields_set, **{**request.__dict__, "params": seeded})
+    return request.model_copy(update={"params": params.model_copy(update={"seed": seed})})
 
 
 @dataclass(frozen=True)

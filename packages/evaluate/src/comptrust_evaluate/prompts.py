@@ -8,6 +8,8 @@ or ``prompt`` (a string), and optionally ``max_new_tokens``, ``temperature``, ``
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,25 @@ def _messages(path: Path, lineno: int, value: Any) -> tuple[ChatMessage, ...]:
     return tuple(out)
 
 
-def _entry(path: Path, lineno: int, obj: Any) -> PromptEntry:
+def _params(path: Path, lineno: int, raw: dict[str, Any], known: dict[str, GenerationParams]) -> GenerationParams:
+    """The validated parameters of one line; lines with the same parameters (most of a file) share one object."""
+    try:
+        key = json.dumps(raw, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON-able as given: let validation say what is wrong
+        key = None
+    if key is not None and key in known:
+        return known[key]
+    try:
+        params = GenerationParams.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(path, lineno, f"bad {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if key is not None:
+        known[key] = params
+    return params
+
+
+def _entry(path: Path, lineno: int, obj: Any, known: dict[str, GenerationParams]) -> PromptEntry:
     if not isinstance(obj, dict):
         raise _fail(path, lineno, "expected a JSON object")
     unknown = sorted(set(obj) - _KEYS)
@@ -64,11 +84,7 @@ def _entry(path: Path, lineno: int, obj: Any) -> PromptEntry:
     raw_params = {k: obj[k] for k in _PARAMS if k in obj}
     if isinstance(raw_params.get("stop"), str):
         raw_params["stop"] = [raw_params["stop"]]
-    try:
-        params = GenerationParams.model_validate(raw_params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _fail(path, lineno, f"bad {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    params = _params(path, lineno, raw_params, known)
     if has_prompt:
         if not isinstance(obj["prompt"], str):
             raise _fail(path, lineno, "'prompt' must be a string")
@@ -78,8 +94,37 @@ def _entry(path: Path, lineno: int, obj: Any) -> PromptEntry:
     return PromptEntry(item_id=str(raw_id), request=request, n=n, line=lineno)
 
 
-def load_prompts_file(path: Path) -> list[PromptEntry]:
-    """Read and validate ``path``; the first problem is a :class:`ConfigError` naming the file and line."""
+# The files read last, by resolved path, with the (mtime, size) they were read at: a run enumerates its plan twice
+# (counting, then sending), and a file that has not changed is not parsed and validated again.
+_CACHE: OrderedDict[Path, tuple[tuple[int, int], tuple[PromptEntry, ...]]] = OrderedDict()
+_CACHE_FILES = 4
+_CACHE_LOCK = threading.Lock()
+
+
+def load_prompts_file(path: Path) -> tuple[PromptEntry, ...]:
+    """Read and validate ``path``; the first problem is a :class:`ConfigError` naming the file and line. An unchanged
+    file read again (same size and modification time) gives the entries read before."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"prompts file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"prompts file {path} cannot be read: {exc}") from None
+    where, version = path.resolve(), (stat.st_mtime_ns, stat.st_size)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(where)
+        if cached is not None and cached[0] == version:
+            _CACHE.move_to_end(where)
+            return cached[1]
+    entries = _read(path)
+    with _CACHE_LOCK:
+        _CACHE[where] = (version, entries)
+        while len(_CACHE) > _CACHE_FILES:
+            _CACHE.popitem(last=False)
+    return entries
+
+
+def _read(path: Path) -> tuple[PromptEntry, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -88,6 +133,7 @@ def load_prompts_file(path: Path) -> list[PromptEntry]:
         raise ConfigError(f"prompts file {path} cannot be read: {exc}") from None
     entries: list[PromptEntry] = []
     seen: dict[str, int] = {}
+    known: dict[str, GenerationParams] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -95,11 +141,11 @@ def load_prompts_file(path: Path) -> list[PromptEntry]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _fail(path, lineno, f"invalid JSON ({exc.msg}, column {exc.colno})") from None
-        entry = _entry(path, lineno, obj)
+        entry = _entry(path, lineno, obj, known)
         if entry.item_id in seen:
             raise _fail(path, lineno, f"duplicate id {entry.item_id!r} (first on line {seen[entry.item_id]})")
         seen[entry.item_id] = lineno
         entries.append(entry)
     if not entries:
         raise ConfigError(f"prompts file {path} holds no prompts")
-    return entries
+    return tuple(entries)

@@ -30,6 +30,8 @@ class RefusalDetector(ABC):
     """Looks at a response text and says whether it refuses."""
 
     name: str
+    blocking: bool = False
+    """True for a detector slow enough to stall an event loop (a model): the engine runs it on a worker thread."""
 
     @abstractmethod
     def detect(self, text: str) -> Verdict: ...

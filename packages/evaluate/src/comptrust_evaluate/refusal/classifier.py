@@ -58,6 +58,7 @@ class ClassifierDetector(RefusalDetector):
     """Refusal when the model gives its refusal label at least ``threshold`` probability."""
 
     name = "classifier"
+    blocking = True  # a forward pass per answer: off the event loop
 
     def __init__(self, model: str = DEFAULT_MODEL, threshold: float = 0.5, max_length: int = 512) -> None:
         if not 0.0 < threshold <= 1.0:
