@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,23 @@ def test_too_many_checkpoints_for_the_gpus_start_nothing(fleet_models: list[Path
     checkpoints = [open_checkpoint(m) for m in fleet_models]
     with pytest.raises(ConfigError, match="server slot"):
         launch_fleet(checkpoints, "process", LaunchOptions(gpus=(0, 1), log_dir=tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (LaunchOptions(engine="vllm", max_input_tokens=64), "vLLM has no separate input limit"),
+        (LaunchOptions(dtype="float32"), "TGI takes --dtype float16 or bfloat16"),
+        (LaunchOptions(max_total_tokens=0), "--max-total-tokens must be a positive"),
+    ],
+)
+def test_engine_flags_that_cannot_work_start_nothing(
+    fleet_models: list[Path], tmp_path: Path, options: LaunchOptions, message: str
+) -> None:
+    checkpoints = [open_checkpoint(m) for m in fleet_models]
+    with pytest.raises(ConfigError, match=message):
+        launch_fleet(checkpoints, "process", replace(options, log_dir=tmp_path / "logs"))
     assert not (tmp_path / "logs").exists()
 
 

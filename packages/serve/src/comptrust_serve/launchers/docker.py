@@ -35,8 +35,8 @@ from comptrust_serve.launchers.containers import (
     Owner,
     container_spec,
     current_owner,
-    engine_spec,
 )
+from comptrust_serve.launchers.engines import check_engine_options, engine_spec
 from comptrust_serve.launchers.process import log_path_for, read_tail
 from comptrust_serve.launchers.reaper import DONE
 
@@ -286,6 +286,10 @@ class DockerLauncher:
         except ConfigError as exc:
             return str(exc)
         return None
+
+    def preflight(self, options: LaunchOptions) -> None:
+        """Raise :class:`ConfigError` on engine flags that cannot work (checked before any start)."""
+        check_engine_options(options)
 
     def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
         from docker.errors import APIError

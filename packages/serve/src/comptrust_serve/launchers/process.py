@@ -29,7 +29,7 @@ from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.health import probe
 from comptrust_serve.launchers import register_launcher
 from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, ServerStartError
-from comptrust_serve.launchers.engines import ENGINE_BINARIES, engine_command
+from comptrust_serve.launchers.engines import ENGINE_BINARIES, check_engine_options, engine_command
 from comptrust_serve.launchers.guard import guard_argv
 from comptrust_serve.ports import free_port, url_for
 
@@ -149,10 +149,10 @@ class ProcessLauncher:
         return "neither text-generation-launcher (TGI) nor vllm is on PATH; install one, or use --launcher embedded"
 
     def preflight(self, options: LaunchOptions) -> None:
-        """Raise :class:`ConfigError` unless ``options.engine``'s program is on PATH (checked before any start)."""
-        binary = ENGINE_BINARIES.get(options.engine)
-        if binary is None:
-            raise ConfigError(f"unknown engine {options.engine!r}; choose tgi or vllm")
+        """Raise :class:`ConfigError` on engine flags that cannot work, or unless ``options.engine``'s program is on
+        PATH (checked before any start)."""
+        check_engine_options(options)
+        binary = ENGINE_BINARIES[options.engine]
         if shutil.which(binary, path=options.env.get("PATH")) is None:
             other = "vllm" if options.engine == "tgi" else "tgi"
             raise ConfigError(
