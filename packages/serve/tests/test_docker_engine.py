@@ -350,3 +350,26 @@ def test_sigterm_while_starting_removes_the_half_started_container(engine: Engin
     assert process.returncode == 130 and "serve: interrupted" in output, output
     assert not engine.containers() and not out.exists()
     assert _eventually(lambda: not _reapers(container["Id"]))  # told the container was dealt with: it just exits
+
+
+def test_sigterm_while_a_fleet_starts_removes_every_container_before_serve_exits(
+    engine: Engine, tmp_path: Path
+) -> None:
+    out = tmp_path / "endpoints.json"
+    argv = [*CLI, "--launcher", "docker", "--image", IMAGE, "--endpoints-out", str(out), "--startup-timeout", "600"]
+    for name in ("hang-a", "hang-b"):
+        argv += ["--model", str(_checkpoint(tmp_path / name, marker="HANG"))]  # running, never healthy
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def both_running() -> bool:
+        running = [c for c in engine.containers() if c["State"] == "running"]
+        return len(running) == 2 or process.poll() is not None
+
+    assert _eventually(both_running, 60)
+    ids = [c["Id"] for c in engine.containers()]
+    assert len(ids) == 2 and _eventually(lambda: all(_reapers(i) for i in ids))
+    process.terminate()
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 130 and "serve: interrupted" in output, output
+    assert not engine.containers() and not out.exists()  # removed by serve itself, not left to the watchdogs
+    assert _eventually(lambda: not any(_reapers(i) for i in ids))

@@ -29,6 +29,7 @@ from comptrust_serve import (
     LaunchOptions,
     ServerHandle,
     ServerStartError,
+    Startup,
     launch_checkpoint,
     open_checkpoint,
     pick_auto,
@@ -245,7 +246,9 @@ class _Unavailable:
     def unavailable_reason(self) -> str | None:
         return "no Docker engine answers"
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         raise AssertionError("never launched")
 
 

@@ -61,12 +61,16 @@ class Site:
     master_port: int | None = None
 
 
+def _check_num_shard(options: LaunchOptions) -> None:
+    if options.num_shard is not None and options.num_shard < 1:
+        raise ConfigError(f"--num-shard must be at least 1, not {options.num_shard}")
+
+
 def shard_count(options: LaunchOptions) -> int | None:
     """How many GPUs one server spans: ``num_shard``, else one per assigned GPU, else the engine's default (None).
 
     A ``num_shard`` below 1, or one that disagrees with the number of assigned GPUs, is a :class:`ConfigError`."""
-    if options.num_shard is not None and options.num_shard < 1:
-        raise ConfigError(f"--num-shard must be at least 1, not {options.num_shard}")
+    _check_num_shard(options)
     if options.gpus and options.num_shard is not None and options.num_shard != len(options.gpus):
         gpus = ",".join(map(str, options.gpus))
         raise ConfigError(
@@ -85,9 +89,10 @@ def _positive(flag: str, value: int | None) -> None:
 
 def check_engine_options(options: LaunchOptions) -> None:
     """The checks that need no checkpoint (shards, token limits, dtype, engine); launchers run them before starting
-    anything, so that a fleet reports bad flags once instead of one failure per checkpoint."""
+    anything, so that a fleet reports bad flags once instead of one failure per checkpoint. (``options.gpus`` may be
+    a fleet's whole pool here: whether each server's GPUs match ``num_shard`` is checked per server.)"""
     spec = engine_spec(options.engine)
-    shard_count(options)
+    _check_num_shard(options)
     _positive("--max-input-tokens", options.max_input_tokens)
     _positive("--max-total-tokens", options.max_total_tokens)
     max_in, max_total = options.max_input_tokens, options.max_total_tokens
