@@ -246,6 +246,19 @@ def test_missing_image_is_a_one_line_error(engine: Engine, tmp_path: Path) -> No
     assert "\n" not in str(caught.value)
 
 
+def test_missing_image_stops_a_fleet_before_it_starts(
+    engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, image = tmp_path / "endpoints.json", "localhost/comptrust-no-such-image:0"
+    argv = ["--launcher", "docker", "--image", image, "--endpoints-out", str(out)]
+    for name in ("a", "b"):
+        argv += ["--model", str(_checkpoint(tmp_path / name))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"serve: error: image {image} is not on the engine") and err.count("\n") == 1
+    assert not out.exists() and not engine.containers()
+
+
 def test_stop_all_and_orphan_sweep(engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     handles = [launch_checkpoint(open_checkpoint(_checkpoint(tmp_path / n)), "docker", _options()) for n in "ab"]
     # a container whose serve process is gone (a pid that has exited), as a crash that outran the watchdog leaves

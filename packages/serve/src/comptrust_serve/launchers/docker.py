@@ -278,8 +278,10 @@ class DockerLauncher:
         return None
 
     def preflight(self, options: LaunchOptions) -> None:
-        """Raise :class:`ConfigError` on engine flags that cannot work (checked before any start)."""
+        """Raise :class:`ConfigError` on engine flags that cannot work, or when the image is neither on the engine nor
+        pullable (checked, and pulled, once for a whole fleet, before any start)."""
         check_engine_options(options)
+        _ensure_image(connect(), options.image or engine_spec(options.engine).default_image)
 
     def launch(
         self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
