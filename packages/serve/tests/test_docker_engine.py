@@ -246,6 +246,19 @@ def test_missing_image_is_a_one_line_error(engine: Engine, tmp_path: Path) -> No
     assert "\n" not in str(caught.value)
 
 
+def test_missing_image_stops_a_fleet_before_it_starts(
+    engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, image = tmp_path / "endpoints.json", "localhost/comptrust-no-such-image:0"
+    argv = ["--launcher", "docker", "--image", image, "--endpoints-out", str(out)]
+    for name in ("a", "b"):
+        argv += ["--model", str(_checkpoint(tmp_path / name))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"serve: error: image {image} is not on the engine") and err.count("\n") == 1
+    assert not out.exists() and not engine.containers()
+
+
 def test_stop_all_and_orphan_sweep(engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     handles = [launch_checkpoint(open_checkpoint(_checkpoint(tmp_path / n)), "docker", _options()) for n in "ab"]
     # a container whose serve process is gone (a pid that has exited), as a crash that outran the watchdog leaves
@@ -350,3 +363,26 @@ def test_sigterm_while_starting_removes_the_half_started_container(engine: Engin
     assert process.returncode == 130 and "serve: interrupted" in output, output
     assert not engine.containers() and not out.exists()
     assert _eventually(lambda: not _reapers(container["Id"]))  # told the container was dealt with: it just exits
+
+
+def test_sigterm_while_a_fleet_starts_removes_every_container_before_serve_exits(
+    engine: Engine, tmp_path: Path
+) -> None:
+    out = tmp_path / "endpoints.json"
+    argv = [*CLI, "--launcher", "docker", "--image", IMAGE, "--endpoints-out", str(out), "--startup-timeout", "600"]
+    for name in ("hang-a", "hang-b"):
+        argv += ["--model", str(_checkpoint(tmp_path / name, marker="HANG"))]  # running, never healthy
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def both_running() -> bool:
+        running = [c for c in engine.containers() if c["State"] == "running"]
+        return len(running) == 2 or process.poll() is not None
+
+    assert _eventually(both_running, 60)
+    ids = [c["Id"] for c in engine.containers()]
+    assert len(ids) == 2 and _eventually(lambda: all(_reapers(i) for i in ids))
+    process.terminate()
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 130 and "serve: interrupted" in output, output
+    assert not engine.containers() and not out.exists()  # removed by serve itself, not left to the watchdogs
+    assert _eventually(lambda: not any(_reapers(i) for i in ids))

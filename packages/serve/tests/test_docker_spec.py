@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from comptrust_core import ConfigError
-from comptrust_serve import Checkpoint, LaunchOptions, get_launcher, launcher_names, open_checkpoint
+from comptrust_serve import Checkpoint, LaunchOptions, get_launcher, launch_fleet, launcher_names, open_checkpoint
 from comptrust_serve.cli import main
 from comptrust_serve.launchers.containers import (
     LABEL,
@@ -22,10 +23,9 @@ from comptrust_serve.launchers.containers import (
     container_spec,
     container_ulimits,
     current_owner,
-    tgi_args,
-    vllm_args,
 )
 from comptrust_serve.launchers.docker import engine_address
+from comptrust_serve.launchers.engines import engine_command
 from comptrust_serve.manage import ManagedContainer, _table
 from comptrust_serve.testing import write_fake_checkpoint
 
@@ -44,43 +44,78 @@ def flag(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
 
-def test_tgi_command_line_from_manifest_and_options(tmp_path: Path) -> None:
-    args = tgi_args(quantized(tmp_path), LaunchOptions(max_concurrent_requests=64), 80)
-    assert args[:6] == ["--model-id", MODEL_MOUNT, "--hostname", "0.0.0.0", "--port", "80"]
-    assert flag(args, "--quantize") == "gptq" and flag(args, "--max-concurrent-requests") == "64"
-    assert "--enable-prefill-logprobs" in args and "--trust-remote-code" not in args
-    assert flag(args, "--num-shard") is None and flag(args, "--max-input-tokens") is None
+def command(checkpoint: Checkpoint, options: LaunchOptions) -> list[str]:
+    """The container's command (its image's entrypoint is the engine's program) for host port 8123."""
+    return container_spec(checkpoint, options, 8123, owner=OWNER, environ={}).command
+
+
+def test_tgi_command_line_in_a_container_is_exactly_this(tmp_path: Path) -> None:
+    checkpoint = quantized(tmp_path)
+    mount = ["--model-id", MODEL_MOUNT, "--hostname", "0.0.0.0", "--port", "80"]  # the host port is mapped outside
+    assert command(checkpoint, LaunchOptions(max_concurrent_requests=64)) == [
+        *mount,
+        *("--quantize", "gptq", "--max-concurrent-requests", "64", "--enable-prefill-logprobs"),
+    ]
     options = LaunchOptions(
-        quantize="awq", max_input_tokens=1000, max_total_tokens=1512, gpus=(2, 3), trust_remote_code=True
+        quantize="awq",
+        max_input_tokens=1000,
+        max_total_tokens=1512,
+        gpus=(2, 3),
+        trust_remote_code=True,
+        extra_args=("--foo",),
     )
-    args = tgi_args(quantized(tmp_path), options, 80)
-    assert flag(args, "--quantize") == "awq" and flag(args, "--num-shard") == "2"
-    assert flag(args, "--max-input-tokens") == "1000" and flag(args, "--max-total-tokens") == "1512"
-    assert "--trust-remote-code" in args
-    assert flag(tgi_args(quantized(tmp_path), LaunchOptions(quantize=""), 80), "--quantize") is None
-    assert flag(tgi_args(DENSE, LaunchOptions(dtype="bfloat16", num_shard=1), 80), "--dtype") == "bfloat16"
-    assert flag(tgi_args(DENSE, LaunchOptions(gpus=(0,)), 80), "--num-shard") is None
+    assert command(checkpoint, options) == [
+        *mount,
+        *("--quantize", "awq", "--num-shard", "2", "--max-input-tokens", "1000", "--max-total-tokens", "1512"),
+        *("--max-concurrent-requests", "128", "--enable-prefill-logprobs", "--trust-remote-code", "--foo"),
+    ]
+    tail = ["--max-concurrent-requests", "128", "--enable-prefill-logprobs"]
+    # no quantization: the manifest's dtype (its serving hint) is TGI's
+    assert command(checkpoint, LaunchOptions(quantize="")) == [*mount, "--dtype", "bfloat16", *tail]
+    assert command(DENSE, LaunchOptions(dtype="bfloat16", num_shard=1)) == [
+        *mount,
+        *("--dtype", "bfloat16", "--num-shard", "1", *tail),
+    ]
+    assert command(DENSE, LaunchOptions(gpus=(0,), dtype="auto")) == [*mount, "--num-shard", "1", *tail]
 
 
-def test_vllm_command_line_from_manifest_and_options(tmp_path: Path) -> None:
+def test_vllm_command_line_in_a_container_is_exactly_this(tmp_path: Path) -> None:
     options = LaunchOptions(engine="vllm", max_total_tokens=4096, gpus=(0, 1, 2, 3), num_shard=4, max_batch=16)
-    args = vllm_args(quantized(tmp_path), options, 8000)
-    assert args[0] == MODEL_MOUNT and flag(args, "--served-model-name") == "m-gptq"
-    assert flag(args, "--port") == "8000" and flag(args, "--host") == "0.0.0.0"
-    assert flag(args, "--quantization") == "gptq" and flag(args, "--max-model-len") == "4096"
-    assert flag(args, "--tensor-parallel-size") == "4" and flag(args, "--max-num-seqs") == "16"
-    assert flag(vllm_args(DENSE, LaunchOptions(engine="vllm", dtype="float32"), 8000), "--dtype") == "float32"
-    assert flag(vllm_args(DENSE, LaunchOptions(engine="vllm"), 8000), "--quantization") is None
+    assert command(quantized(tmp_path), options) == [
+        *(MODEL_MOUNT, "--served-model-name", "m-gptq", "--host", "0.0.0.0", "--port", "8000"),
+        *("--max-num-seqs", "16", "--quantization", "gptq", "--tensor-parallel-size", "4", "--max-model-len", "4096"),
+    ]
+    head = [MODEL_MOUNT, "--served-model-name", "dense", "--host", "0.0.0.0", "--port", "8000", "--max-num-seqs", "32"]
+    assert command(DENSE, LaunchOptions(engine="vllm", dtype="float32")) == [*head, "--dtype", "float32"]
+    assert command(DENSE, LaunchOptions(engine="vllm", dtype="auto", trust_remote_code=True)) == [
+        *head,
+        "--trust-remote-code",
+    ]
+
+
+def test_host_and_container_command_lines_differ_only_in_where_the_engine_runs(tmp_path: Path) -> None:
+    checkpoint = quantized(tmp_path)
+    inside = {str(checkpoint.path): MODEL_MOUNT, "127.0.0.1": "0.0.0.0"}
+    for options, program, port in (
+        (LaunchOptions(gpus=(0, 1), max_total_tokens=300, trust_remote_code=True), 1, "80"),
+        (LaunchOptions(engine="vllm", num_shard=2, dtype="float16"), 2, "8000"),
+    ):
+        host = list(engine_command(checkpoint, options, 8123, master_port=5, environ={}).argv[program:])
+        if options.engine == "tgi":  # TGI's own shard socket and NCCL port, only where several share a host
+            uds = str(Path(tempfile.gettempdir()) / "comptrust-tgi-8123")
+            assert host[-5:] == ["--shard-uds-path", uds, "--master-port", "5", "--trust-remote-code"]
+            host = [*host[:-5], "--trust-remote-code"]
+        assert command(checkpoint, options) == [port if part == "8123" else inside.get(part, part) for part in host]
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         (LaunchOptions(dtype="float32"), "TGI takes --dtype float16 or bfloat16"),
-        (LaunchOptions(dtype="float16", quantize="gptq"), "cannot force --dtype float16"),
+        (LaunchOptions(dtype="float16", quantize="gptq"), "TGI cannot take --dtype float16 with --quantize gptq"),
         (LaunchOptions(max_input_tokens=512, max_total_tokens=512), "must be below --max-total-tokens"),
         (LaunchOptions(max_total_tokens=0), "--max-total-tokens must be a positive"),
-        (LaunchOptions(num_shard=4, gpus=(0, 1)), "--num-shard 4 needs as many GPUs"),
+        (LaunchOptions(num_shard=4, gpus=(0, 1)), "--num-shard 4 does not match the 2 GPU"),
         (LaunchOptions(num_shard=0), "--num-shard must be at least 1"),
         (LaunchOptions(engine="vllm", max_input_tokens=512), "vLLM has no separate input limit"),
     ],
@@ -88,6 +123,14 @@ def test_vllm_command_line_from_manifest_and_options(tmp_path: Path) -> None:
 def test_bad_engine_options_are_config_errors(options: LaunchOptions, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         container_spec(DENSE, options, 8080, owner=OWNER, environ={})
+
+
+def test_a_docker_fleet_refuses_bad_engine_flags_before_asking_the_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")  # reaching for the engine would fail differently
+    with pytest.raises(ConfigError, match="vLLM has no separate input limit"):
+        launch_fleet([DENSE], get_launcher("docker"), LaunchOptions(engine="vllm", max_input_tokens=5))
 
 
 def test_container_spec_mounts_ports_labels_and_environment(tmp_path: Path) -> None:
@@ -141,7 +184,7 @@ def test_vllm_spec_uses_its_image_port_key_variable_and_gpus() -> None:
 
 
 def test_missing_api_key_and_unknown_engine() -> None:
-    with pytest.raises(ConfigError, match=r"environment variable NOPE \(named by --api-key-env\) is not set"):
+    with pytest.raises(ConfigError, match=r"environment variable NOPE \(named by --api-key-env\) is unset or empty"):
         container_spec(DENSE, LaunchOptions(api_key_env="NOPE"), 1, owner=OWNER, environ={})
     with pytest.raises(ConfigError, match="unknown engine 'sglang'"):
         container_spec(DENSE, LaunchOptions(engine="sglang"), 1, owner=OWNER, environ={})  # type: ignore[arg-type]

@@ -9,14 +9,28 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-from comptrust_core import ConfigError, read_endpoints
-from comptrust_serve import LaunchOptions, launch_fleet, open_checkpoint, parse_gpus, place, probe
+from comptrust_core import ConfigError, Endpoint, read_endpoints
+from comptrust_serve import (
+    Checkpoint,
+    LaunchOptions,
+    ServerHandle,
+    Startup,
+    launch_fleet,
+    open_checkpoint,
+    parse_gpus,
+    place,
+    probe,
+    url_for,
+)
 from comptrust_serve.placement import check_gpus_exist
 from comptrust_serve.testing import fake_engine_report, install_fake_engines, process_running, processes_naming
 
@@ -101,6 +115,121 @@ def test_too_many_checkpoints_for_the_gpus_start_nothing(fleet_models: list[Path
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (LaunchOptions(engine="vllm", max_input_tokens=64), "vLLM has no separate input limit"),
+        (LaunchOptions(dtype="float32"), "TGI takes --dtype float16 or bfloat16"),
+        (LaunchOptions(max_total_tokens=0), "--max-total-tokens must be a positive"),
+        (LaunchOptions(num_shard=0), "--num-shard must be at least 1"),
+    ],
+)
+def test_engine_flags_that_cannot_work_start_nothing(
+    fleet_models: list[Path], tmp_path: Path, options: LaunchOptions, message: str
+) -> None:
+    checkpoints = [open_checkpoint(m) for m in fleet_models]
+    with pytest.raises(ConfigError, match=message):
+        launch_fleet(checkpoints, "process", replace(options, log_dir=tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()
+
+
+class _StartingHandle(ServerHandle):
+    """A fake server that never answers /health on its own (nothing listens on its port)."""
+
+    def __init__(self, name: str, port: int) -> None:
+        self.endpoint = Endpoint(name=name, url=url_for("127.0.0.1", port), launcher="starting", handle=name)
+        self.stops = 0
+
+    def is_alive(self) -> bool:
+        return self.stops == 0
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+class _StartingLauncher:
+    """Spawns a fake server per checkpoint and hands it over; those in ``up`` are healthy at once, the others wait for
+    a health that never comes (the real health wait, which only the fleet's cancel ends); those in ``late`` spawn
+    only once the fleet has been called off."""
+
+    name: ClassVar[str] = "starting"
+
+    def __init__(self, up: set[str], late: set[str], expected: int) -> None:
+        self.up, self.late, self.expected = up, late, expected
+        self.spawned: list[_StartingHandle] = []
+        self.all_spawned = threading.Event()
+        self.lock = threading.Lock()
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
+        assert startup is not None
+        while checkpoint.name in self.late and not startup.cancelled:
+            startup.sleep(0.05)
+        handle = _StartingHandle(checkpoint.name, port)
+        with self.lock:
+            self.spawned.append(handle)
+            if len(self.spawned) == self.expected:
+                self.all_spawned.set()
+        startup.spawned(handle)
+        if checkpoint.name not in self.up:
+            handle.wait_healthy(options.startup_timeout_s, startup=startup)
+        return handle
+
+
+def _interrupt_main_when(ready: Callable[[], bool]) -> threading.Thread:
+    """A thread that sends SIGINT to the main thread (as Ctrl-C does) once ``ready()``."""
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_interrupt_while_the_fleet_starts_stops_every_spawned_server_without_waiting_for_health(
+    tmp_path: Path,
+) -> None:
+    names = ["up", "starting-a", "starting-b", "late"]
+    checkpoints = [Checkpoint(tmp_path / name, name) for name in names]
+    launcher = _StartingLauncher(up={"up"}, late={"late"}, expected=3)
+    interrupter = _interrupt_main_when(launcher.all_spawned.is_set)
+    with pytest.raises(KeyboardInterrupt):
+        launch_fleet(checkpoints, launcher, LaunchOptions(startup_timeout_s=3600))
+    interrupter.join()
+    assert sorted(h.endpoint.name for h in launcher.spawned) == sorted(names)  # "late" spawned after the interrupt
+    assert [h.endpoint.name for h in launcher.spawned if h.stops == 0] == []
+    # every start has ended: the health waits gave up instead of waiting an hour for health
+    assert [t.name for t in threading.enumerate() if t.name.startswith("start-")] == []
+
+
+def test_an_interrupt_while_process_servers_start_stops_them_before_launch_fleet_returns(
+    fleet_models: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPTRUST_FAKE_ENGINE_DELAY_S", "600")  # the engines start, but never get healthy
+    logs = tmp_path / "logs"
+    good = [fleet_models[0], fleet_models[2]]
+
+    def both_engines_started() -> bool:
+        return logs.is_dir() and sum("FAKE-ENGINE" in p.read_text() for p in logs.glob("*.log")) == 2
+
+    interrupter = _interrupt_main_when(both_engines_started)
+    options = LaunchOptions(log_dir=logs, startup_timeout_s=3600)
+    with pytest.raises(KeyboardInterrupt):
+        launch_fleet([open_checkpoint(m) for m in good], "process", options)
+    interrupter.join()
+    assert both_engines_started()
+    for model in good:  # no grace period: launch_fleet returns once the guards and engines are gone
+        assert processes_naming(str(model)) == []
+
+
 CLI = [sys.executable, "-c", "import sys; from comptrust_serve.cli import main; sys.exit(main())"]
 
 
@@ -162,10 +291,7 @@ def test_sigterm_while_the_fleet_starts_stops_everything_and_writes_nothing(
         text = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 130, text
     assert not out.exists()
-    deadline = time.monotonic() + 30  # servers still starting notice that serve is gone (their guard's pipe closed)
-    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [pid for pid in pids if process_running(pid)] == []
+    assert [pid for pid in pids if process_running(pid)] == []  # serve stopped them before it exited
 
 
 def test_a_gpu_that_nvidia_smi_does_not_list_is_a_one_line_error(

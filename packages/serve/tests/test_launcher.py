@@ -24,6 +24,7 @@ from comptrust_serve import (
     LaunchOptions,
     ServerHandle,
     ServerStartError,
+    Startup,
     get_launcher,
     launch,
     launch_checkpoint,
@@ -88,7 +89,9 @@ class _FakeLauncher:
     def unavailable_reason(self) -> str | None:
         return None
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         url = comptrust_serve.url_for(options.host, port)
         return _FakeHandle(Endpoint(name=checkpoint.name, url=url, launcher=self.name, handle="fake"))
 

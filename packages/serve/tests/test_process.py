@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,13 +29,14 @@ from comptrust_serve import (
     LaunchOptions,
     ServerHandle,
     ServerStartError,
+    Startup,
     launch_checkpoint,
     open_checkpoint,
     pick_auto,
     register_launcher,
 )
 from comptrust_serve.launchers import _REGISTRY, get_launcher
-from comptrust_serve.launchers.engines import engine_command, tgi_argv, vllm_argv
+from comptrust_serve.launchers.engines import engine_command
 from comptrust_serve.testing import (
     fake_engine_report,
     install_fake_engines,
@@ -71,40 +73,56 @@ def quantized(tiny_checkpoint: Path, tmp_path: Path) -> Checkpoint:
     return open_checkpoint(folder)
 
 
-def test_tgi_flags_come_from_the_manifest_and_the_options(quantized: Checkpoint) -> None:
+def test_tgi_command_line_on_the_host_is_exactly_this(quantized: Checkpoint) -> None:
     options = LaunchOptions(host="127.0.0.1", gpus=(2, 3), max_input_tokens=100, max_total_tokens=200)
-    argv = tgi_argv(quantized, options, 8081, master_port=29600)
-    assert argv[0] == "text-generation-launcher"
-    assert flag(argv, "--model-id") == str(quantized.path)
-    assert (flag(argv, "--hostname"), flag(argv, "--port")) == ("127.0.0.1", "8081")
-    assert flag(argv, "--quantize") == "compressed-tensors"
-    assert flag(argv, "--dtype") is None  # TGI refuses --dtype next to --quantize
-    assert flag(argv, "--num-shard") == "2"
-    assert (flag(argv, "--max-input-tokens"), flag(argv, "--max-total-tokens")) == ("100", "200")
-    assert flag(argv, "--master-port") == "29600" and "8081" in str(flag(argv, "--shard-uds-path"))
-    assert "--trust-remote-code" not in argv
-    overridden = tgi_argv(quantized, LaunchOptions(quantize="", dtype="float16"), 8081, master_port=1)
-    assert flag(overridden, "--quantize") is None and flag(overridden, "--dtype") == "float16"
+    command = engine_command(quantized, options, 8081, master_port=29600, environ={})
+    uds = str(Path(tempfile.gettempdir()) / "comptrust-tgi-8081")
+    assert command.argv == (
+        *("text-generation-launcher", "--model-id", str(quantized.path), "--hostname", "127.0.0.1", "--port", "8081"),
+        *("--quantize", "compressed-tensors", "--num-shard", "2"),  # no --dtype: TGI refuses it next to --quantize
+        *("--max-input-tokens", "100", "--max-total-tokens", "200", "--max-concurrent-requests", "128"),
+        *("--enable-prefill-logprobs", "--shard-uds-path", uds, "--master-port", "29600"),
+    )
+    assert command.env == {"CUDA_VISIBLE_DEVICES": "2,3"} and command.protocol == "tgi"
+    options = LaunchOptions(quantize="", dtype="float16", trust_remote_code=True, extra_args=("--foo", "1"))
+    overridden = engine_command(quantized, options, 8081, master_port=1, environ={})
+    assert overridden.argv == (
+        *("text-generation-launcher", "--model-id", str(quantized.path), "--hostname", "127.0.0.1", "--port", "8081"),
+        *("--dtype", "float16", "--max-concurrent-requests", "128", "--enable-prefill-logprobs"),
+        *("--shard-uds-path", uds, "--master-port", "1", "--trust-remote-code", "--foo", "1"),
+    )
+    assert overridden.env == {}
     with pytest.raises(ConfigError, match="--dtype float16 with --quantize"):
-        tgi_argv(quantized, LaunchOptions(dtype="float16"), 8081, master_port=1)
+        engine_command(quantized, LaunchOptions(dtype="float16"), 8081, master_port=1, environ={})
     with pytest.raises(ConfigError, match="--num-shard 3 does not match the 2 GPU"):
-        tgi_argv(quantized, LaunchOptions(gpus=(0, 1), num_shard=3), 8081, master_port=1)
+        engine_command(quantized, LaunchOptions(gpus=(0, 1), num_shard=3), 8081, master_port=1, environ={})
 
 
-def test_vllm_flags_and_environment(quantized: Checkpoint) -> None:
+@pytest.mark.parametrize(("stored", "flags"), [("bfloat16", ["--dtype", "bfloat16"]), ("float32", [])])
+def test_tgi_takes_a_dense_manifests_dtype_where_it_can(stored: str, flags: list[str]) -> None:
+    dense = Checkpoint(Path("/m/dense"), "dense", make_manifest("dense", serving=ServingHints(dtype=stored)))
+    command = engine_command(dense, LaunchOptions(), 80, master_port=2, environ={})
+    uds = str(Path(tempfile.gettempdir()) / "comptrust-tgi-80")
+    assert list(command.argv) == [
+        *("text-generation-launcher", "--model-id", "/m/dense", "--hostname", "127.0.0.1", "--port", "80", *flags),
+        *("--max-concurrent-requests", "128", "--enable-prefill-logprobs", "--shard-uds-path", uds),
+        *("--master-port", "2"),
+    ]
+
+
+def test_vllm_command_line_on_the_host_is_exactly_this(quantized: Checkpoint) -> None:
     options = LaunchOptions(engine="vllm", num_shard=2, max_total_tokens=512, max_batch=16, api_key_env="MY_KEY")
-    argv = vllm_argv(quantized, options, 9000)
-    assert argv[:3] == ["vllm", "serve", str(quantized.path)]
-    assert flag(argv, "--served-model-name") == "tiny-gptq"
-    assert flag(argv, "--quantization") == "compressed-tensors"
-    assert flag(argv, "--tensor-parallel-size") == "2"
-    assert (flag(argv, "--max-model-len"), flag(argv, "--max-num-seqs")) == ("512", "16")
     command = engine_command(quantized, options, 9000, master_port=1, environ={"MY_KEY": "s3cret"})
+    assert command.argv == (
+        *("vllm", "serve", str(quantized.path), "--served-model-name", "tiny-gptq", "--host", "127.0.0.1"),
+        *("--port", "9000", "--max-num-seqs", "16", "--quantization", "compressed-tensors"),
+        *("--tensor-parallel-size", "2", "--max-model-len", "512"),
+    )
     assert command.protocol == "openai" and command.env == {"VLLM_API_KEY": "s3cret"}
     assert not any("s3cret" in part for part in command.argv)
     tgi = engine_command(quantized, LaunchOptions(gpus=(5,), api_key_env="K"), 1, master_port=2, environ={"K": "v"})
     assert tgi.protocol == "tgi" and tgi.env == {"CUDA_VISIBLE_DEVICES": "5", "API_KEY": "v"}
-    with pytest.raises(ConfigError, match="MY_KEY"):
+    with pytest.raises(ConfigError, match=r"environment variable MY_KEY .* is unset or empty"):
         engine_command(quantized, LaunchOptions(api_key_env="MY_KEY"), 1, master_port=2, environ={})
 
 
@@ -133,10 +151,14 @@ def test_process_launcher_runs_tgi_with_its_flags_gpus_and_key_then_stops_it(
         assert handle.log_path is not None and handle.log_path.parent == tmp_path / "logs"
         got = fake_engine_report(handle.log_path)
         assert got["CUDA_VISIBLE_DEVICES"] == "2,3" and got["api_key_set"] is True
-        assert flag(got["argv"], "--num-shard") == "2"
-        assert flag(got["argv"], "--quantize") == "compressed-tensors"
-        assert flag(got["argv"], "--max-total-tokens") == "200"
-        assert flag(got["argv"], "--port") == endpoint.url.rsplit(":", 1)[1]
+        port = endpoint.url.rsplit(":", 1)[1]
+        assert got["argv"] == [
+            *("--model-id", str(quantized.path), "--hostname", "127.0.0.1", "--port", port),
+            *("--quantize", "compressed-tensors", "--num-shard", "2", "--max-total-tokens", "200"),
+            *("--max-concurrent-requests", "128", "--enable-prefill-logprobs"),
+            *("--shard-uds-path", str(Path(tempfile.gettempdir()) / f"comptrust-tgi-{port}")),
+            *("--master-port", flag(got["argv"], "--master-port")),
+        ]
         body = post(f"{endpoint.url}/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 3}}, secret)
         assert isinstance(body["generated_text"], str)
         running = processes_naming(str(quantized.path))
@@ -155,7 +177,11 @@ def test_process_launcher_runs_vllm_as_an_openai_endpoint(
         assert (handle.endpoint.protocol, handle.endpoint.model) == ("openai", "tiny-vllm")
         assert handle.log_path is not None
         got = fake_engine_report(handle.log_path)
-        assert got["CUDA_VISIBLE_DEVICES"] is None and flag(got["argv"], "--served-model-name") == "tiny-vllm"
+        assert got["CUDA_VISIBLE_DEVICES"] is None
+        assert got["argv"] == [
+            *("serve", str(checkpoint.path), "--served-model-name", "tiny-vllm", "--host", "127.0.0.1"),
+            *("--port", handle.endpoint.url.rsplit(":", 1)[1], "--max-num-seqs", "32", "--max-model-len", "128"),
+        ]
         body = post(f"{handle.endpoint.url}/v1/completions", {"prompt": "Hello", "max_tokens": 2, "model": "x"})
         assert body["model"] == "tiny-vllm"
 
@@ -220,7 +246,9 @@ class _Unavailable:
     def unavailable_reason(self) -> str | None:
         return "no Docker engine answers"
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         raise AssertionError("never launched")
 
 

@@ -23,6 +23,7 @@ from comptrust_serve.launchers import (
     register_launcher,
     resolve_launcher,
 )
+from comptrust_serve.launchers.base import StartCancelled, Startup
 from comptrust_serve.placement import detect_gpus, parse_gpus, place
 from comptrust_serve.ports import free_port, url_for
 
@@ -37,6 +38,8 @@ __all__ = [
     "Launcher",
     "ServerHandle",
     "ServerStartError",
+    "StartCancelled",
+    "Startup",
     "__version__",
     "check_checkpoint_files",
     "detect_gpus",

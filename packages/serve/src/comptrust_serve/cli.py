@@ -100,6 +100,7 @@ class _Stop:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
     raise KeyboardInterrupt
 
 

@@ -3,14 +3,16 @@
 ``launch_fleet(checkpoints, "process", LaunchOptions(gpus=(0, 1, 2, 3)))`` places the checkpoints on the GPUs
 (:func:`comptrust_serve.placement.place`: one GPU each, or ``num_shard`` each), gives them ports (``options.port``,
 ``+1``, ... or free ones), starts them concurrently, and returns a :class:`Fleet` holding the healthy servers and
-the failures. Stop it (or leave its ``with``) to stop every server. Interrupted while starting (Ctrl-C), it stops the
-servers already up; those still starting stop themselves as soon as they come up (and die with this process anyway).
+the failures. Stop it (or leave its ``with``) to stop every server. Interrupted while starting (Ctrl-C, or SIGTERM
+turned into KeyboardInterrupt), it stops every server already spawned, up or still starting, without waiting for any
+to become healthy (:class:`~comptrust_serve.launchers.Startup`), and starts no more.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -21,7 +23,7 @@ from comptrust_core.endpoint import Endpoint
 from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.launch import launch_checkpoint
 from comptrust_serve.launchers import Launcher, resolve_launcher
-from comptrust_serve.launchers.base import LaunchOptions, ServerHandle
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, StartCancelled, Startup
 from comptrust_serve.placement import place
 from comptrust_serve.ports import check_port_free, free_port
 
@@ -84,35 +86,27 @@ def fleet_ports(count: int, host: str, first: int | None) -> list[int]:
 
 
 class _Start(threading.Thread):
-    """Starts one server; if the fleet was cancelled meanwhile, stops it again at once."""
+    """Starts one server, as part of ``startup`` (which stops it if the fleet is interrupted)."""
 
-    def __init__(self, checkpoint: Checkpoint, launcher: str, options: LaunchOptions, cancel: _Cancel) -> None:
+    def __init__(self, checkpoint: Checkpoint, launcher: Launcher, options: LaunchOptions, startup: Startup) -> None:
         super().__init__(name=f"start-{checkpoint.name}", daemon=True)
         self.checkpoint = checkpoint
         self.launcher = launcher
         self.options = options
-        self.cancel = cancel
+        self.startup = startup
         self.handle: ServerHandle | None = None
         self.error: str | None = None
 
     def run(self) -> None:
         try:
-            handle = launch_checkpoint(self.checkpoint, self.launcher, self.options)
+            handle = launch_checkpoint(self.checkpoint, self.launcher, self.options, startup=self.startup)
+            self.startup.spawned(handle)  # a launcher that did not hand it over: stopped here if called off
         except Exception as exc:
             self.error = str(exc) or type(exc).__name__
-            logger.error("%s failed to start: %s", self.checkpoint.name, self.error)
+            if not isinstance(exc, StartCancelled):
+                logger.error("%s failed to start: %s", self.checkpoint.name, self.error)
             return
-        with self.cancel.lock:
-            if not self.cancel.set:
-                self.handle = handle
-                return
-        handle.stop()
-
-
-@dataclass
-class _Cancel:
-    set: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+        self.handle = handle
 
 
 def launch_fleet(
@@ -135,18 +129,17 @@ def launch_fleet(
     if preflight is not None:
         preflight(options)
     ports = fleet_ports(len(checkpoints), options.host, options.port)
-    cancel = _Cancel()
+    startup = Startup()
     starts = [
-        _Start(checkpoint, chosen.name, replace(options, gpus=gpus, port=port), cancel)
+        _Start(checkpoint, chosen, replace(options, gpus=gpus, port=port), startup)
         for checkpoint, gpus, port in zip(checkpoints, slots, ports, strict=True)
     ]
     fleet = Fleet(launcher=chosen.name)
     try:
         if len(starts) == 1:
             # One server starts on this thread, so that Ctrl-C or SIGTERM (raised here as KeyboardInterrupt) reaches
-            # the launcher mid-start and it removes what it half-started before this returns. Several start on
-            # threads: one still starting when interrupted finishes its health wait and then stops its server (or it
-            # dies with this process: the process launcher's guard, the docker launcher's watchdog).
+            # the launcher mid-start (an image pull, say). Several start on threads; interrupted, this thread calls
+            # them all off below: what they spawned is stopped at once, and their health waits give up.
             starts[0].run()
         else:
             for start in starts:
@@ -154,11 +147,11 @@ def launch_fleet(
             for start in starts:
                 start.join()
     except BaseException:
-        with cancel.lock:
-            cancel.set = True
-            up = [start.handle for start in starts if start.handle is not None]
-        for handle in up:
-            handle.stop()
+        startup.cancel()  # stops every server spawned so far; any spawned from now on is stopped at once
+        deadline = time.monotonic() + options.stop_timeout_s + 5
+        for start in starts:
+            if start.ident is not None:  # started as a thread: it ends as soon as its launcher sees the cancel
+                start.join(max(0.0, deadline - time.monotonic()))
         raise
     for start in starts:
         if start.handle is not None:

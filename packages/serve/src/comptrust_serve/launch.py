@@ -9,7 +9,7 @@ from typing import Literal
 
 from comptrust_serve.checkpoint import Checkpoint, open_checkpoint
 from comptrust_serve.launchers import resolve_launcher
-from comptrust_serve.launchers.base import LaunchOptions, ServerHandle
+from comptrust_serve.launchers.base import Launcher, LaunchOptions, ServerHandle, Startup
 from comptrust_serve.ports import check_port_free, free_port
 
 __all__ = ["launch", "launch_checkpoint"]
@@ -18,22 +18,28 @@ logger = logging.getLogger(__name__)
 
 
 def launch_checkpoint(
-    checkpoint: Checkpoint, launcher: str = "auto", options: LaunchOptions | None = None
+    checkpoint: Checkpoint,
+    launcher: str | Launcher = "auto",
+    options: LaunchOptions | None = None,
+    *,
+    startup: Startup | None = None,
 ) -> ServerHandle:
-    """Start ``checkpoint`` with ``launcher`` (``auto`` picks one); returns once ``/health`` answers.
+    """Start ``checkpoint`` with ``launcher`` (a name, ``auto`` picks one; or a launcher); returns once ``/health``
+    answers.
 
     A busy ``options.port`` is a :class:`~comptrust_core.ConfigError`; a server that dies or never becomes healthy
     is a :class:`~comptrust_serve.launchers.ServerStartError` carrying its log's tail, and nothing is left running.
+    ``startup`` lets another thread call the start off (:meth:`Startup.cancel`), which stops the server.
     """
     options = options or LaunchOptions()
-    chosen = resolve_launcher(launcher)
+    chosen = resolve_launcher(launcher) if isinstance(launcher, str) else launcher
     if options.port is None:
         port = free_port(options.host)
     else:
         check_port_free(options.host, options.port)
         port = options.port
     logger.info("starting %s with the %s launcher on %s:%d", checkpoint.name, chosen.name, options.host, port)
-    return chosen.launch(checkpoint, options, port)
+    return chosen.launch(checkpoint, options, port, startup=startup)
 
 
 def launch(

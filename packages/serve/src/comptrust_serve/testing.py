@@ -112,6 +112,7 @@ print("FAKE-ENGINE " + json.dumps(received), flush=True)
 time.sleep(float(os.environ.get("COMPTRUST_FAKE_ENGINE_DELAY_S", "0")))  # a slow start, for interruption tests
 p = argparse.ArgumentParser()
 p.add_argument("--trust-remote-code", action="store_true")
+p.add_argument("--enable-prefill-logprobs", action="store_true")
 
 def opt(flag, value):
     return [flag, value] if value else []

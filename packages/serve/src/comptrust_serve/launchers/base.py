@@ -1,8 +1,12 @@
-"""What every launcher takes and gives back: :class:`LaunchOptions` in, a running :class:`ServerHandle` out."""
+"""What every launcher takes and gives back: :class:`LaunchOptions` in, a running :class:`ServerHandle` out; and
+:class:`Startup`, through which whoever starts servers can call off those still starting."""
 
 from __future__ import annotations
 
 import abc
+import logging
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +17,19 @@ from comptrust_core import EndpointError
 from comptrust_core.endpoint import Endpoint
 
 from comptrust_serve.checkpoint import Checkpoint
+from comptrust_serve.health import probe
 
-__all__ = ["LaunchOptions", "Launcher", "ServerHandle", "ServerStartError"]
+__all__ = ["LaunchOptions", "Launcher", "ServerHandle", "ServerStartError", "StartCancelled", "Startup"]
+
+logger = logging.getLogger(__name__)
 
 
 class ServerStartError(EndpointError):
     """A server exited, or never answered its health check, while starting. The message carries its log's tail."""
+
+
+class StartCancelled(ServerStartError):
+    """A start was called off (:meth:`Startup.cancel`); what it had started is stopped."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,40 @@ class ServerHandle(abc.ABC):
         indented = "\n".join(f"  | {line}" for line in tail.splitlines())
         return f"{message}; last lines of its log {self.log_path}:\n{indented}"
 
+    def _starting_as(self) -> str:
+        """What is starting, for messages: ``server for NAME``, ``container C for NAME``."""
+        return f"server for {self.endpoint.name}"
+
+    def _exit_code(self) -> int | Literal[False] | None:
+        """``False`` while the server runs (or is still being set up); else its exit code (None where unknown)."""
+        return False if self.is_alive() else None
+
+    def wait_healthy(self, timeout_s: float, *, interval_s: float = 0.2, startup: Startup | None = None) -> None:
+        """Return once ``/health`` answers 200. Else stop the server and raise :class:`ServerStartError` (it exited,
+        or ``timeout_s`` passed, the message ending with its log's tail), or :class:`StartCancelled` as soon as
+        ``startup`` is cancelled."""
+        deadline = time.monotonic() + timeout_s
+        name, url = self.endpoint.name, self.endpoint.url
+        while True:
+            if startup is not None and startup.cancelled:
+                self.stop()
+                raise StartCancelled(f"the start of {name} was called off; it is stopped")
+            code = self._exit_code()
+            if code is not False:
+                self.stop()
+                raise ServerStartError(self._with_tail(f"{self._starting_as()} exited with code {code} while starting"))
+            if probe(url, timeout_s=max(interval_s, 1.0)):
+                logger.info("%s is healthy at %s", self._starting_as(), url)
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                waited = f"did not answer {url}/health within {timeout_s:g} s"
+                raise ServerStartError(self._with_tail(f"{self._starting_as()} {waited}"))
+            if startup is not None:
+                startup.sleep(interval_s)
+            else:
+                time.sleep(interval_s)
+
     def __enter__(self) -> ServerHandle:
         return self
 
@@ -100,6 +145,63 @@ class ServerHandle(abc.ABC):
         return f"<{type(self).__name__} {self.endpoint.name} {self.endpoint.url} alive={self.is_alive()}>"
 
 
+class Startup:
+    """The starts of one batch of servers (a fleet), which whoever started them can call off together.
+
+    A launcher hands the handle of what it spawned to :meth:`spawned` as soon as it exists (before its health wait),
+    and its health wait polls :attr:`cancelled` (sleeping with :meth:`sleep`, which wakes up on :meth:`cancel`).
+    :meth:`cancel` stops every server spawned so far, healthy or not, without waiting for any to come up; one spawned
+    afterwards is stopped at once. Thread-safe: starts run on threads, the cancel comes from the main thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._handles: list[ServerHandle] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the starts are called off meanwhile."""
+        self._event.wait(seconds)
+
+    def check(self, name: str) -> None:
+        """Raise :class:`StartCancelled` (for the server ``name``) if the starts were called off."""
+        if self.cancelled:
+            raise StartCancelled(f"the start of {name} was called off")
+
+    def spawned(self, handle: ServerHandle) -> None:
+        """Record ``handle`` so that :meth:`cancel` stops it (again is fine); if the starts were called off already,
+        stop it now and raise :class:`StartCancelled`."""
+        with self._lock:
+            if not self.cancelled:
+                if all(known is not handle for known in self._handles):
+                    self._handles.append(handle)
+                return
+        handle.stop()
+        raise StartCancelled(f"the start of {handle.endpoint.name} was called off; it is stopped")
+
+    def cancel(self) -> None:
+        """Call off every start: stop every server spawned so far (all at once) and return when they are stopped."""
+        with self._lock:
+            self._event.set()
+            handles = list(self._handles)
+        stoppers = [threading.Thread(target=_stop, args=(h,), name=f"stop-{h.endpoint.name}") for h in handles]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+
+
+def _stop(handle: ServerHandle) -> None:
+    try:
+        handle.stop()
+    except Exception:
+        logger.exception("stopping %s failed", handle.endpoint.name)
+
+
 class Launcher(Protocol):
     """A way to run a checkpoint behind an HTTP server (registered with :func:`register_launcher`)."""
 
@@ -109,7 +211,11 @@ class Launcher(Protocol):
         """``None`` when this launcher can run here, else why not (what to install or start)."""
         ...
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         """Start a server for ``checkpoint`` on ``port``; return once it is healthy, or raise
-        :class:`ServerStartError` having stopped whatever it started."""
+        :class:`ServerStartError` having stopped whatever it started. With ``startup``, hand what it spawned to
+        :meth:`Startup.spawned` before waiting for health, and give up (stopping it, raising
+        :class:`StartCancelled`) as soon as ``startup`` is cancelled."""
         ...

@@ -16,18 +16,16 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from comptrust_core import ConfigError
 from comptrust_core.endpoint import Endpoint
 
 from comptrust_serve.checkpoint import Checkpoint
-from comptrust_serve.health import probe
 from comptrust_serve.launchers import register_launcher
-from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, ServerStartError
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, ServerStartError, Startup
 from comptrust_serve.launchers.containers import (
     LABEL,
     MANAGED,
@@ -35,8 +33,8 @@ from comptrust_serve.launchers.containers import (
     Owner,
     container_spec,
     current_owner,
-    engine_spec,
 )
+from comptrust_serve.launchers.engines import check_engine_options, engine_spec
 from comptrust_serve.launchers.process import log_path_for, read_tail
 from comptrust_serve.launchers.reaper import DONE
 
@@ -200,6 +198,7 @@ class DockerHandle(ServerHandle):
         self.stop_timeout_s = stop_timeout_s
         self._reaper = reaper
         self._stopped = False
+        self._stop_lock = threading.Lock()
         self._follower = threading.Thread(target=self._follow, name=f"logs-{container.name}", daemon=True)
 
     def follow_logs(self) -> None:
@@ -232,29 +231,20 @@ class DockerHandle(ServerHandle):
         self._join_follower()  # the container's last words
         return super()._with_tail(message)
 
-    def wait_healthy(self, timeout_s: float, interval_s: float = 0.25) -> None:
-        """Return once ``/health`` answers 200; else stop the container and raise :class:`ServerStartError`."""
-        deadline = time.monotonic() + timeout_s
-        name, url = self.endpoint.name, self.endpoint.url
-        while True:
-            state = self._state()
-            if state.get("Status") not in ("created", "running", "restarting"):
-                code = state.get("ExitCode")
-                message = f"container {self.container.name} for {name} exited with code {code} while starting"
-                self.stop()
-                raise ServerStartError(self._with_tail(message))
-            if probe(url, timeout_s=max(interval_s, 1.0)):
-                logger.info("%s is healthy at %s (container %s)", name, url, self.container.name)
-                return
-            if time.monotonic() > deadline:
-                waited = f"did not answer {url}/health within {timeout_s:g} s"
-                message = f"container {self.container.name} for {name} {waited}"
-                self.stop()
-                raise ServerStartError(self._with_tail(message))
-            time.sleep(interval_s)
+    def _starting_as(self) -> str:
+        return f"container {self.container.name} for {self.endpoint.name}"
+
+    def _exit_code(self) -> int | Literal[False] | None:
+        state = self._state()
+        return False if state.get("Status") in ("created", "running", "restarting") else state.get("ExitCode")
 
     def stop(self) -> None:
-        """Stop and remove the container (SIGTERM, SIGKILL after ``stop_timeout_s``); safe to call more than once."""
+        """Stop and remove the container (SIGTERM, SIGKILL after ``stop_timeout_s``); safe to call more than once,
+        and from several threads (the health wait and a cancelled fleet may both stop it)."""
+        with self._stop_lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if not self._stopped:
             logger.info("stopping %s (container %s)", self.endpoint.name, self.container.name)
             remove_container(self.container.client, self.container.id, self.stop_timeout_s)
@@ -287,7 +277,15 @@ class DockerLauncher:
             return str(exc)
         return None
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def preflight(self, options: LaunchOptions) -> None:
+        """Raise :class:`ConfigError` on engine flags that cannot work, or when the image is neither on the engine nor
+        pullable (checked, and pulled, once for a whole fleet, before any start)."""
+        check_engine_options(options)
+        _ensure_image(connect(), options.image or engine_spec(options.engine).default_image)
+
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         from docker.errors import APIError
 
         spec = container_spec(checkpoint, options, port, owner=current_owner())
@@ -297,6 +295,8 @@ class DockerLauncher:
         client = connect(address)
         sweep_orphans(client)
         _ensure_image(client, spec.image)
+        if startup is not None:
+            startup.check(checkpoint.name)  # called off while pulling: create nothing
         try:
             container = client.containers.create(**spec.create_kwargs())
         except APIError as exc:
@@ -305,12 +305,14 @@ class DockerLauncher:
         endpoint = _endpoint(checkpoint, options, spec, container)
         handle = DockerHandle(endpoint, container, _log_path(options, spec, port), reaper, options.stop_timeout_s)
         try:
+            if startup is not None:
+                startup.spawned(handle)
             try:
                 container.start()
             except APIError as exc:
                 raise ServerStartError(f"the engine could not start {spec.name}: {_hint(exc, spec)}") from None
             handle.follow_logs()
-            handle.wait_healthy(options.startup_timeout_s)
+            handle.wait_healthy(options.startup_timeout_s, interval_s=0.25, startup=startup)
         except BaseException:
             handle.stop()
             raise

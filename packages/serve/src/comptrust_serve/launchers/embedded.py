@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.launchers import register_launcher
-from comptrust_serve.launchers.base import LaunchOptions, ServerHandle
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, Startup
 from comptrust_serve.launchers.process import serve_child
 
 __all__ = ["EmbeddedLauncher", "embedded_argv"]
@@ -60,9 +60,11 @@ class EmbeddedLauncher:
             return f"{' and '.join(missing)} not installed; install comptrust-serve[embedded]"
         return None
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         env = {**os.environ, **options.env, "PYTHONUNBUFFERED": "1"}
         if options.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
         argv = embedded_argv(checkpoint, options, port)
-        return serve_child(checkpoint, options, port, argv, env, protocol="tgi", launcher=self.name)
+        return serve_child(checkpoint, options, port, argv, env, protocol="tgi", launcher=self.name, startup=startup)

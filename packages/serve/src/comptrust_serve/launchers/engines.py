@@ -1,41 +1,236 @@
-"""Command lines of the real inference engines (TGI's ``text-generation-launcher``, ``vllm serve``), from a checkpoint's
-manifest serving hints and the launch options. Pure functions: nothing here starts anything.
+"""The real inference engines (TGI's ``text-generation-launcher``, vLLM's ``vllm serve``) and their command lines, from
+a checkpoint's manifest serving hints and the launch options: the one builder behind both the ``process`` launcher (the
+engine on this host) and the ``docker`` launcher (the engine in a container). Pure functions: nothing here starts
+anything.
 
-TGI gets ``--model-id`` (the checkpoint folder), ``--hostname``, ``--port``, ``--quantize`` (``options.quantize``, else
-the manifest's ``serving.tgi_quantize``), ``--num-shard``, ``--max-input-tokens``, ``--max-total-tokens``,
-``--max-concurrent-requests``, ``--dtype`` (only for unquantized checkpoints: TGI refuses both), and its own
-``--shard-uds-path`` and ``--master-port`` so that several TGI instances can run on one machine. vLLM gets the folder,
-``--host``, ``--port``, ``--served-model-name``, ``--quantization`` (``options.quantize``, else the manifest's
-``serving.vllm_quantization``), ``--tensor-parallel-size``, ``--max-model-len`` (the total token budget; vLLM has no
-separate input limit) and ``--max-num-seqs``. API keys go through the environment (TGI's ``API_KEY``, vLLM's
-``VLLM_API_KEY``), never the command line.
+What differs between a host process and a container is a :class:`Site`: the model folder as the engine sees it (the
+checkpoint's path, or the container's read-only mount), the address and port it binds (``options.host`` and the
+chosen port, or 0.0.0.0 and the image's port, mapped outside), and, on a host that several TGI servers share, a NCCL
+master port (TGI then also gets its own ``--shard-uds-path``).
+
+TGI gets ``--model-id``, ``--hostname``, ``--port``, ``--quantize`` (``options.quantize``, else the manifest's
+``serving.tgi_quantize``), ``--dtype`` (``options.dtype``, else the manifest's for an unquantized checkpoint: TGI
+refuses both), ``--num-shard``, ``--max-input-tokens``, ``--max-total-tokens``, ``--max-concurrent-requests`` and
+``--enable-prefill-logprobs`` (evaluate's prompt log-probabilities, ``decoder_input_details``, need it). vLLM gets the
+folder, ``--served-model-name``, ``--host``, ``--port``, ``--max-num-seqs``, ``--quantization`` (``options.quantize``,
+else the manifest's ``serving.vllm_quantization``), ``--dtype``, ``--tensor-parallel-size`` and ``--max-model-len``
+(the total token budget; vLLM has no separate input limit). Both then get ``--trust-remote-code`` when asked and
+``options.extra_args``. API keys go through the environment (TGI's ``API_KEY``, vLLM's ``VLLM_API_KEY``), never the
+command line.
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from comptrust_core import ConfigError
+from comptrust_core.endpoint import Protocol
 
 from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.launchers.base import LaunchOptions
 
-__all__ = ["ENGINE_BINARIES", "EngineCommand", "engine_command", "shard_count", "tgi_argv", "vllm_argv"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_BINARIES",
+    "EngineCommand",
+    "EngineSpec",
+    "Site",
+    "api_key_environment",
+    "check_engine_options",
+    "engine_args",
+    "engine_command",
+    "engine_spec",
+    "shard_count",
+]
 
-logger = logging.getLogger(__name__)
+# The dtypes TGI's --dtype takes (it picks one itself from the checkpoint's config otherwise).
+TGI_DTYPES = ("float16", "bfloat16")
 
-Engine = Literal["tgi", "vllm"]
+
+@dataclass(frozen=True)
+class Site:
+    """Where an engine runs: the model folder as it sees it, the address and port it binds, and ``master_port`` for
+    a TGI on a host shared with other TGI servers (its shards' NCCL port; it also gets its own shard socket path)."""
+
+    model_path: str
+    host: str
+    port: int
+    master_port: int | None = None
+
+
+def _check_num_shard(options: LaunchOptions) -> None:
+    if options.num_shard is not None and options.num_shard < 1:
+        raise ConfigError(f"--num-shard must be at least 1, not {options.num_shard}")
+
+
+def shard_count(options: LaunchOptions) -> int | None:
+    """How many GPUs one server spans: ``num_shard``, else one per assigned GPU, else the engine's default (None).
+
+    A ``num_shard`` below 1, or one that disagrees with the number of assigned GPUs, is a :class:`ConfigError`."""
+    _check_num_shard(options)
+    if options.gpus and options.num_shard is not None and options.num_shard != len(options.gpus):
+        gpus = ",".join(map(str, options.gpus))
+        raise ConfigError(
+            f"--num-shard {options.num_shard} does not match the {len(options.gpus)} GPU(s) {gpus} this server gets; "
+            "give as many GPUs as shards"
+        )
+    if options.num_shard is not None:
+        return options.num_shard
+    return len(options.gpus) or None
+
+
+def _positive(flag: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be a positive number of tokens, not {value}")
+
+
+def check_engine_options(options: LaunchOptions) -> None:
+    """The checks that need no checkpoint (shards, token limits, dtype, engine); launchers run them before starting
+    anything, so that a fleet reports bad flags once instead of one failure per checkpoint. (``options.gpus`` may be
+    a fleet's whole pool here: whether each server's GPUs match ``num_shard`` is checked per server.)"""
+    spec = engine_spec(options.engine)
+    _check_num_shard(options)
+    _positive("--max-input-tokens", options.max_input_tokens)
+    _positive("--max-total-tokens", options.max_total_tokens)
+    max_in, max_total = options.max_input_tokens, options.max_total_tokens
+    if spec.name == "vllm" and max_in is not None:
+        raise ConfigError(
+            "vLLM has no separate input limit: drop --max-input-tokens and bound prompt + output with "
+            "--max-total-tokens (vLLM's --max-model-len)"
+        )
+    if max_in is not None and max_total is not None and max_in >= max_total:
+        raise ConfigError(
+            f"--max-input-tokens ({max_in}) must be below --max-total-tokens ({max_total}): "
+            "TGI needs room for at least one new token"
+        )
+    if spec.name == "tgi" and options.dtype not in (None, "auto", *TGI_DTYPES):
+        raise ConfigError(f"TGI takes --dtype float16 or bfloat16 (or auto), not {options.dtype!r}")
+
+
+def _quantize(checkpoint: Checkpoint, options: LaunchOptions, hint: str | None) -> str | None:
+    if options.quantize is not None:
+        return options.quantize or None  # an empty --quantize turns the manifest's hint off
+    return hint if checkpoint.manifest is not None else None
+
+
+def _flags(*pairs: tuple[str, object]) -> list[str]:
+    """``[flag, value, ...]`` for the pairs whose value is set."""
+    return [item for flag, value in pairs if value is not None for item in (flag, str(value))]
+
+
+def _tgi_flags(checkpoint: Checkpoint, options: LaunchOptions, site: Site) -> list[str]:
+    serving = checkpoint.manifest.serving if checkpoint.manifest is not None else None
+    quantize = _quantize(checkpoint, options, serving.tgi_quantize if serving is not None else None)
+    if quantize is not None and options.dtype not in (None, "auto"):
+        raise ConfigError(f"TGI cannot take --dtype {options.dtype} with --quantize {quantize}; drop one of them")
+    if options.dtype is not None:
+        dtype = None if options.dtype == "auto" else options.dtype
+    else:  # the manifest's, for an unquantized checkpoint, where TGI takes it
+        hinted = serving.dtype if serving is not None and quantize is None else None
+        dtype = hinted if hinted in TGI_DTYPES else None
+    args = ["--model-id", site.model_path, "--hostname", site.host, "--port", str(site.port)]
+    args += _flags(
+        ("--quantize", quantize),
+        ("--dtype", dtype),
+        ("--num-shard", shard_count(options)),
+        ("--max-input-tokens", options.max_input_tokens),
+        ("--max-total-tokens", options.max_total_tokens),
+        ("--max-concurrent-requests", options.max_concurrent_requests),
+    )
+    args.append("--enable-prefill-logprobs")  # prompt log-probabilities (decoder_input_details) are off without it
+    if site.master_port is not None:
+        uds = Path(tempfile.gettempdir()) / f"comptrust-tgi-{site.port}"
+        args += ["--shard-uds-path", str(uds), "--master-port", str(site.master_port)]
+    return args
+
+
+def _vllm_flags(checkpoint: Checkpoint, options: LaunchOptions, site: Site) -> list[str]:
+    hint = checkpoint.manifest.serving.vllm_quantization if checkpoint.manifest is not None else None
+    args = [site.model_path, "--served-model-name", checkpoint.name, "--host", site.host, "--port", str(site.port)]
+    return args + _flags(
+        ("--max-num-seqs", options.max_batch),
+        ("--quantization", _quantize(checkpoint, options, hint)),
+        ("--dtype", None if options.dtype == "auto" else options.dtype),
+        ("--tensor-parallel-size", shard_count(options)),
+        ("--max-model-len", options.max_total_tokens),
+    )
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One inference engine: the program that starts it on a host (the command its image's entrypoint runs), the API
+    it speaks, the variable its API key goes in, its image, the port it listens on in that image, the environment a
+    container gets, and its flags for a checkpoint at a :class:`Site`."""
+
+    name: str
+    program: tuple[str, ...]
+    protocol: Protocol
+    api_key_var: str
+    default_image: str
+    container_port: int
+    flags: Callable[[Checkpoint, LaunchOptions, Site], list[str]]
+    container_env: Mapping[str, str] = field(default_factory=dict)
+
+
+ENGINES: Mapping[str, EngineSpec] = {
+    "tgi": EngineSpec(
+        name="tgi",
+        program=("text-generation-launcher",),
+        protocol="tgi",
+        api_key_var="API_KEY",
+        default_image="ghcr.io/huggingface/text-generation-inference:3.3.5",
+        container_port=80,
+        flags=_tgi_flags,
+        container_env={"HF_HUB_OFFLINE": "1", "USAGE_STATS": "off"},
+    ),
+    "vllm": EngineSpec(
+        name="vllm",
+        program=("vllm", "serve"),
+        protocol="openai",
+        api_key_var="VLLM_API_KEY",
+        default_image="vllm/vllm-openai:v0.33.0",
+        container_port=8000,
+        flags=_vllm_flags,
+        container_env={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
+    ),
+}
 
 # The program each engine is started with, looked up on PATH.
-ENGINE_BINARIES: Mapping[str, str] = {"tgi": "text-generation-launcher", "vllm": "vllm"}
+ENGINE_BINARIES: Mapping[str, str] = {name: spec.program[0] for name, spec in ENGINES.items()}
 
-# The environment variable each engine reads its bearer token from.
-_API_KEY_VARS: Mapping[str, str] = {"tgi": "API_KEY", "vllm": "VLLM_API_KEY"}
+
+def engine_spec(name: str) -> EngineSpec:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(sorted(ENGINES))}") from None
+
+
+def engine_args(checkpoint: Checkpoint, options: LaunchOptions, site: Site) -> list[str]:
+    """``options.engine``'s arguments (after its program) for ``checkpoint`` at ``site``."""
+    check_engine_options(options)
+    args = engine_spec(options.engine).flags(checkpoint, options, site)
+    if options.trust_remote_code:
+        args.append("--trust-remote-code")
+    return [*args, *options.extra_args]
+
+
+def api_key_environment(options: LaunchOptions, environ: Mapping[str, str]) -> dict[str, str]:
+    """The engine's API key variable set from ``options.api_key_env`` (read in ``environ``); empty without one.
+
+    A named variable that is unset or empty is a :class:`ConfigError`."""
+    if options.api_key_env is None:
+        return {}
+    key = environ.get(options.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"environment variable {options.api_key_env} (named by --api-key-env) is unset or empty; "
+            "set it, or drop --api-key-env"
+        )
+    return {engine_spec(options.engine).api_key_var: key}
 
 
 @dataclass(frozen=True)
@@ -44,91 +239,7 @@ class EngineCommand:
 
     argv: tuple[str, ...]
     env: Mapping[str, str]
-    protocol: Literal["tgi", "openai"]
-
-
-def shard_count(options: LaunchOptions) -> int | None:
-    """How many GPUs one server spans: ``num_shard``, else one per assigned GPU, else the engine's default (None).
-
-    A ``num_shard`` that disagrees with the number of assigned GPUs is a :class:`ConfigError`."""
-    if options.num_shard is not None and options.num_shard < 1:
-        raise ConfigError(f"--num-shard must be at least 1, not {options.num_shard}")
-    if options.gpus and options.num_shard is not None and options.num_shard != len(options.gpus):
-        gpus = ",".join(map(str, options.gpus))
-        raise ConfigError(f"--num-shard {options.num_shard} does not match the {len(options.gpus)} GPU(s) {gpus}")
-    if options.num_shard is not None:
-        return options.num_shard
-    return len(options.gpus) or None
-
-
-def _quantize(checkpoint: Checkpoint, options: LaunchOptions, engine: Engine) -> str | None:
-    if options.quantize is not None:
-        return options.quantize or None  # an empty string turns the manifest's hint off
-    if checkpoint.manifest is None:
-        return None
-    hints = checkpoint.manifest.serving
-    return hints.tgi_quantize if engine == "tgi" else hints.vllm_quantization
-
-
-def _dtype(checkpoint: Checkpoint, options: LaunchOptions, quantize: str | None) -> str | None:
-    if options.dtype is not None:
-        return None if options.dtype == "auto" else options.dtype
-    if quantize is None and checkpoint.manifest is not None:
-        return checkpoint.manifest.serving.dtype
-    return None
-
-
-def _pairs(argv: list[str], pairs: tuple[tuple[str, object], ...]) -> list[str]:
-    for flag, value in pairs:
-        if value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-def tgi_argv(checkpoint: Checkpoint, options: LaunchOptions, port: int, *, master_port: int) -> list[str]:
-    """``text-generation-launcher`` flags for ``checkpoint`` on ``port`` (``master_port`` for its shards' NCCL)."""
-    quantize = _quantize(checkpoint, options, "tgi")
-    dtype = _dtype(checkpoint, options, quantize)
-    if quantize is not None and options.dtype not in (None, "auto"):
-        raise ConfigError(f"TGI cannot take --dtype {options.dtype} with --quantize {quantize}; drop one of them")
-    uds = Path(tempfile.gettempdir()) / f"comptrust-tgi-{port}"
-    argv = [ENGINE_BINARIES["tgi"], "--model-id", str(checkpoint.path), "--hostname", options.host, "--port", str(port)]
-    _pairs(
-        argv,
-        (
-            ("--quantize", quantize),
-            ("--dtype", dtype),
-            ("--num-shard", shard_count(options)),
-            ("--max-input-tokens", options.max_input_tokens),
-            ("--max-total-tokens", options.max_total_tokens),
-            ("--max-concurrent-requests", options.max_concurrent_requests),
-        ),
-    )
-    argv += ["--shard-uds-path", str(uds), "--master-port", str(master_port)]
-    if options.trust_remote_code:
-        argv.append("--trust-remote-code")
-    return [*argv, *options.extra_args]
-
-
-def vllm_argv(checkpoint: Checkpoint, options: LaunchOptions, port: int) -> list[str]:
-    """``vllm serve`` flags for ``checkpoint`` on ``port``."""
-    if options.max_input_tokens is not None:
-        logger.warning("vLLM has no separate input limit; --max-input-tokens is ignored (--max-total-tokens is not)")
-    argv = [ENGINE_BINARIES["vllm"], "serve", str(checkpoint.path), "--host", options.host, "--port", str(port)]
-    argv += ["--served-model-name", checkpoint.name]
-    _pairs(
-        argv,
-        (
-            ("--quantization", _quantize(checkpoint, options, "vllm")),
-            ("--dtype", options.dtype if options.dtype != "auto" else None),
-            ("--tensor-parallel-size", shard_count(options)),
-            ("--max-model-len", options.max_total_tokens),
-            ("--max-num-seqs", options.max_batch),
-        ),
-    )
-    if options.trust_remote_code:
-        argv.append("--trust-remote-code")
-    return [*argv, *options.extra_args]
+    protocol: Protocol
 
 
 def engine_command(
@@ -139,19 +250,13 @@ def engine_command(
     master_port: int,
     environ: Mapping[str, str],
 ) -> EngineCommand:
-    """The full command for ``options.engine``: argv, the environment it adds (GPUs, API key), its protocol.
-
-    ``environ`` is where ``options.api_key_env`` is read from; a named variable that is unset is a ConfigError."""
+    """``options.engine`` run on this host: argv (serving the checkpoint's own folder on ``options.host:port``), the
+    environment it adds (``CUDA_VISIBLE_DEVICES`` for its GPUs, the API key), its protocol."""
+    spec = engine_spec(options.engine)
+    site = Site(str(checkpoint.path), options.host, port, master_port=master_port)
+    argv = (*spec.program, *engine_args(checkpoint, options, site))
     env: dict[str, str] = {}
     if options.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
-    if options.api_key_env:
-        key = environ.get(options.api_key_env)
-        if not key:
-            raise ConfigError(f"--api-key-env {options.api_key_env}: that environment variable is unset or empty")
-        env[_API_KEY_VARS[options.engine]] = key
-    if options.engine == "tgi":
-        return EngineCommand(tuple(tgi_argv(checkpoint, options, port, master_port=master_port)), env, "tgi")
-    if options.engine == "vllm":
-        return EngineCommand(tuple(vllm_argv(checkpoint, options, port)), env, "openai")
-    raise ConfigError(f"unknown engine {options.engine!r}; choose tgi or vllm")
+    env.update(api_key_environment(options, environ))
+    return EngineCommand(argv, env, spec.protocol)

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -26,10 +26,9 @@ from comptrust_core import ConfigError
 from comptrust_core.endpoint import Endpoint
 
 from comptrust_serve.checkpoint import Checkpoint
-from comptrust_serve.health import probe
 from comptrust_serve.launchers import register_launcher
-from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, ServerStartError
-from comptrust_serve.launchers.engines import ENGINE_BINARIES, engine_command
+from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, Startup
+from comptrust_serve.launchers.engines import ENGINE_BINARIES, check_engine_options, engine_command
 from comptrust_serve.launchers.guard import guard_argv
 from comptrust_serve.ports import free_port, url_for
 
@@ -82,6 +81,7 @@ class ProcessHandle(ServerHandle):
         self.process = process
         self.log_path: Path = log_path
         self.stop_timeout_s = stop_timeout_s
+        self._stop_lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -93,26 +93,9 @@ class ProcessHandle(ServerHandle):
     def log_tail(self, lines: int = 30) -> str:
         return read_tail(self.log_path, lines)
 
-    def wait_healthy(self, timeout_s: float, interval_s: float = 0.2) -> None:
-        """Return once ``/health`` answers 200; else stop the child and raise :class:`ServerStartError`."""
-        deadline = time.monotonic() + timeout_s
-        name = self.endpoint.name
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                self.stop()
-                raise ServerStartError(self._with_tail(f"server for {name} exited with code {code} while starting"))
-            if probe(self.endpoint.url, timeout_s=max(interval_s, 1.0)):
-                logger.info("%s is healthy at %s (pid %d)", name, self.endpoint.url, self.pid)
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerStartError(
-                    self._with_tail(
-                        f"server for {name} did not answer {self.endpoint.url}/health within {timeout_s:g} s"
-                    )
-                )
-            time.sleep(interval_s)
+    def _exit_code(self) -> int | Literal[False] | None:
+        code = self.process.poll()
+        return False if code is None else code
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with suppress(ProcessLookupError, PermissionError):
@@ -120,6 +103,10 @@ class ProcessHandle(ServerHandle):
 
     def stop(self) -> None:
         """SIGTERM the child, SIGKILL its process group after ``stop_timeout_s``; wait for the child to exit."""
+        with self._stop_lock:  # the health wait and a cancelled fleet may both stop it
+            self._stop()
+
+    def _stop(self) -> None:
         if self.process.poll() is None:
             logger.info("stopping %s (pid %d)", self.endpoint.name, self.pid)
             with suppress(ProcessLookupError):
@@ -149,10 +136,10 @@ class ProcessLauncher:
         return "neither text-generation-launcher (TGI) nor vllm is on PATH; install one, or use --launcher embedded"
 
     def preflight(self, options: LaunchOptions) -> None:
-        """Raise :class:`ConfigError` unless ``options.engine``'s program is on PATH (checked before any start)."""
-        binary = ENGINE_BINARIES.get(options.engine)
-        if binary is None:
-            raise ConfigError(f"unknown engine {options.engine!r}; choose tgi or vllm")
+        """Raise :class:`ConfigError` on engine flags that cannot work, or unless ``options.engine``'s program is on
+        PATH (checked before any start)."""
+        check_engine_options(options)
+        binary = ENGINE_BINARIES[options.engine]
         if shutil.which(binary, path=options.env.get("PATH")) is None:
             other = "vllm" if options.engine == "tgi" else "tgi"
             raise ConfigError(
@@ -160,14 +147,18 @@ class ProcessLauncher:
                 "or use --launcher docker or embedded"
             )
 
-    def launch(self, checkpoint: Checkpoint, options: LaunchOptions, port: int) -> ServerHandle:
+    def launch(
+        self, checkpoint: Checkpoint, options: LaunchOptions, port: int, *, startup: Startup | None = None
+    ) -> ServerHandle:
         self.preflight(options)
         environ = {**os.environ, **options.env}
         command = engine_command(checkpoint, options, port, master_port=free_port(), environ=environ)
         logger.info("%s: %s", checkpoint.name, " ".join(command.argv))
         argv = guard_argv(list(command.argv), options.stop_timeout_s)
         env = {**environ, **command.env, "PYTHONUNBUFFERED": "1"}
-        return serve_child(checkpoint, options, port, argv, env, protocol=command.protocol, launcher=self.name)
+        return serve_child(
+            checkpoint, options, port, argv, env, protocol=command.protocol, launcher=self.name, startup=startup
+        )
 
 
 def serve_child(
@@ -179,9 +170,13 @@ def serve_child(
     *,
     protocol: Literal["tgi", "openai"],
     launcher: str,
+    startup: Startup | None = None,
 ) -> ProcessHandle:
     """Spawn ``argv`` (logging to a fresh file in ``options.log_dir``), describe it as an endpoint on ``port``, and
-    wait for its health within ``options.startup_timeout_s``; stop it on any failure or interruption."""
+    wait for its health within ``options.startup_timeout_s``; stop it on any failure or interruption, or as soon as
+    ``startup`` is cancelled (which stops it too: it is handed over before the health wait)."""
+    if startup is not None:
+        startup.check(checkpoint.name)
     log_path = log_path_for(options.log_dir, checkpoint.name, port)
     process = spawn(argv, log_path=log_path, env=env)
     endpoint = Endpoint(
@@ -197,7 +192,9 @@ def serve_child(
     )
     handle = ProcessHandle(endpoint, process, log_path, stop_timeout_s=options.stop_timeout_s)
     try:
-        handle.wait_healthy(options.startup_timeout_s)
+        if startup is not None:
+            startup.spawned(handle)
+        handle.wait_healthy(options.startup_timeout_s, startup=startup)
     except BaseException:
         handle.stop()
         raise
