@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+import operator
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -64,16 +63,10 @@ class GenerationParams(BaseModel):
     logprobs: bool = False
     prompt_logprobs: bool = Field(
         default=False,
+        exclude_if=operator.not_,
         description="ask for the prompt's own token logprobs (TGI decoder_input_details, OpenAI echo+logprobs); "
         "left out of the serialized form when false, so records and keys written before it stay the same",
     )
-
-    @model_serializer(mode="wrap")
-    def _leave_out_false_prompt_logprobs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if not self.prompt_logprobs:
-            data.pop("prompt_logprobs", None)
-        return data
 
     @field_validator("prompt_logprobs", mode="before")
     @classmethod
