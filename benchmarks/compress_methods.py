@@ -1,7 +1,7 @@
 """Every compression method on SmolLM2-135M-Instruct on the CPU, side by side in one run: time and perplexity.
 
     uv run python benchmarks/compress_methods.py [--calib-samples 32] [--calib-seqlen 256] [--group-size 64]
-        [--bits 3 4] [--only gptq,awq] [--ppl-tokens N] [--keep DIR]
+        [--bits 8 4 3] [--only gptq,awq] [--ppl-tokens N] [--keep DIR]
 
 Runs ``compress`` (the library call, so every checkpoint is written, reloaded and measured like any other) for:
 dense; round-to-nearest (``rtn``), GPTQ and AWQ at each ``--bits`` with the same group size; magnitude, SparseGPT
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--calib-seqlen", type=int, default=256)
     parser.add_argument("--group-size", type=int, default=64)
-    parser.add_argument("--bits", type=int, nargs="+", default=[4, 3])
+    parser.add_argument("--bits", type=int, nargs="+", default=[8, 4, 3])
     parser.add_argument("--only", help="comma-separated methods (dense always runs)")
     parser.add_argument("--ppl-tokens", type=int, default=None, help="held-out tokens (default: all)")
     parser.add_argument("--keep", type=Path, help="write the checkpoints here instead of a temporary folder")
