@@ -118,8 +118,18 @@ SchemaCheck = Callable[[Any, str], None]
 
 
 @pytest.fixture
-def serve_tiny(loaded: Any) -> Iterator[ServeFactory]:
+def serve_tiny(serve_loaded: ServeFactory, loaded: Any) -> ServeFactory:
     """Start engines + apps over the tiny model: ``serve_tiny(max_batch=.., api_key=..) -> (url, engine)``."""
+
+    def start(**options: Any) -> tuple[str, Any]:
+        return serve_loaded(loaded, **options)
+
+    return start
+
+
+@pytest.fixture
+def serve_loaded() -> Iterator[ServeFactory]:
+    """Start engines + apps over a ``LoadedModel``: ``serve_loaded(loaded, max_batch=..) -> (url, engine)``."""
     from comptrust_serve.embedded.app import ServerSettings, create_app
     from comptrust_serve.embedded.engine import Engine, EngineConfig
     from comptrust_serve.embedded.types import Limits
@@ -127,7 +137,12 @@ def serve_tiny(loaded: Any) -> Iterator[ServeFactory]:
     started: list[tuple[ThreadServer, Any]] = []
 
     def start(
-        *, max_batch: int = 8, max_concurrent_requests: int = 64, api_key: str | None = None, name: str = "tiny"
+        loaded: Any,
+        *,
+        max_batch: int = 8,
+        max_concurrent_requests: int = 64,
+        api_key: str | None = None,
+        name: str = "tiny",
     ) -> tuple[str, Any]:
         config = EngineConfig(max_batch=max_batch, max_concurrent_requests=max_concurrent_requests)
         codec = Codec(loaded.tokenizer)
