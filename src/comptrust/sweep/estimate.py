@@ -20,7 +20,7 @@ from comptrust_evaluate import read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.runner import needs_work
-from comptrust.sweep.stages import check_launcher, request_counts, unforwarded
+from comptrust.sweep.stages import check_launcher, request_counts
 from comptrust.sweep.state import CellState, SweepState
 
 __all__ = ["DEFAULTS", "Assumptions", "Estimate", "estimate", "format_estimate"]
@@ -116,7 +116,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
     out = plan.out_dir()
     cells = plan.cells()
     assumed = DEFAULTS[plan.study.device]
-    notes = list(unforwarded(plan))
+    notes: list[str] = []
     missing = sorted({c.method for c in cells} - set(registered))
     for method in missing:
         n = sum(c.method == method for c in cells)
