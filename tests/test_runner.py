@@ -29,7 +29,7 @@ from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, Ru
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
 from comptrust.sweep.cli import main
-from comptrust.sweep.estimate import estimate, format_estimate
+from comptrust.sweep.estimate import DEFAULTS, estimate, format_estimate
 from comptrust.sweep.plan import EvaluatePlan, parse_plan
 from comptrust.sweep.runner import run_sweep
 from comptrust.sweep.stages import Stages, evaluate_config, launch_options, request_counts
@@ -341,6 +341,21 @@ def test_dry_run_estimate_uses_what_this_sweep_measured(tmp_path: Path) -> None:
     assert est.evaluate_s == pytest.approx(2 * (est.startup_s[0] + n / 0.1))  # one server: one after the other
     text = format_estimate(more_seeds, est)
     assert "42s (measured)" in text and "2 measured from manifests, 0 assumed" in text
+
+
+def test_a_fresh_estimate_assumes_each_methods_own_times(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    cpu = DEFAULTS["cpu"]
+    assert cpu.compress("dense") != cpu.compress("gptq") and cpu.rate("magnitude") != cpu.rate("gptq")
+    assert est.compress_s == {c.name: (cpu.compress(c.method), False) for c in plan.cells()}
+    assert est.rates == {c.name: cpu.rate(c.method) for c in plan.cells()}
+    n = sum(est.requests.values()) if est.requests else 0
+    assert n > 0
+    assert est.evaluate_s == pytest.approx(sum(cpu.startup_s + n / cpu.rate(c.method) for c in plan.cells()))
+    low, high = min(est.rates.values()), max(est.rates.values())
+    assert f"at {low:.2f}-{high:.2f} req/s by method per server (assumed)" in format_estimate(plan, est)
+    assert cpu.rate("no-such-method") == cpu.requests_per_s["*"] and cpu.compress("rtn") == cpu.compress_s["*"]
 
 
 def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:
