@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, Ru
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
 from comptrust.sweep.cli import main
-from comptrust.sweep.estimate import estimate, format_estimate
-from comptrust.sweep.plan import parse_plan
+from comptrust.sweep.estimate import DEFAULTS, estimate, format_estimate
+from comptrust.sweep.plan import EvaluatePlan, parse_plan
 from comptrust.sweep.runner import run_sweep
-from comptrust.sweep.stages import Stages, evaluate_config, launch_options, unforwarded
+from comptrust.sweep.stages import Stages, evaluate_config, launch_options, request_counts
 from comptrust.sweep.state import load_state
 
 
@@ -68,6 +69,7 @@ class Fakes:
     compressed: list[str] = field(default_factory=list)
     launched: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     evaluated: list[str] = field(default_factory=list)
+    configs: list[EvaluateConfig] = field(default_factory=list)
     analyzed: list[tuple[Path, ...]] = field(default_factory=list)
     running: list[FakeServer] = field(default_factory=list)
     most_at_once: int = 0
@@ -128,6 +130,7 @@ class Fakes:
         if name in self.crash_evaluate:
             raise Crash(name)
         self.evaluated.append(name)
+        self.configs.append(config)
         config.out.mkdir(parents=True, exist_ok=True)
         summary = EndpointSummary(
             name=name, url="", protocol="tgi", total=5, resumed=0, ok=5, errors=0, refusals=0, elapsed_s=2.5
@@ -340,6 +343,21 @@ def test_dry_run_estimate_uses_what_this_sweep_measured(tmp_path: Path) -> None:
     assert "42s (measured)" in text and "2 measured from manifests, 0 assumed" in text
 
 
+def test_a_fresh_estimate_assumes_each_methods_own_times(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    cpu = DEFAULTS["cpu"]
+    assert cpu.compress("dense") != cpu.compress("gptq") and cpu.rate("magnitude") != cpu.rate("gptq")
+    assert est.compress_s == {c.name: (cpu.compress(c.method), False) for c in plan.cells()}
+    assert est.rates == {c.name: cpu.rate(c.method) for c in plan.cells()}
+    n = sum(est.requests.values()) if est.requests else 0
+    assert n > 0
+    assert est.evaluate_s == pytest.approx(sum(cpu.startup_s + n / cpu.rate(c.method) for c in plan.cells()))
+    low, high = min(est.rates.values()), max(est.rates.values())
+    assert f"at {low:.2f}-{high:.2f} req/s by method per server (assumed)" in format_estimate(plan, est)
+    assert cpu.rate("no-such-method") == cpu.requests_per_s["*"] and cpu.compress("rtn") == cpu.compress_s["*"]
+
+
 def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:
     docker = parse_plan(_plan(tmp_path, gpus="[0, 1, 2, 3]", per_server=2) + 'engine = "vllm"\nimage = "img:1"\n')
     cell = docker.cells()[0]
@@ -407,18 +425,64 @@ def test_status_shows_each_checkpoints_stage(tmp_path: Path, capsys: pytest.Capt
     assert lines[-1].startswith("5/6 evaluated, 1 failed")
 
 
-def test_evaluate_keys_are_forwarded_where_evaluate_takes_them_and_named_where_not(tmp_path: Path) -> None:
-    extra = '[evaluate]\ntasks = ["toxicity"]\nlimit = 2\nsample = 0.5\nsample_seed = 3\ndata_dir = "dt/data"\n'
-    extra += "max_concurrency = 4\n[evaluate.limits]\ntoxicity = 7\n"
-    plan = parse_plan(_plan(tmp_path, extra=extra))
-    config = evaluate_config(plan, tmp_path / "run", EndpointSpec(url="http://127.0.0.1:1"))
-    assert (config.suite, config.limit, config.data_dir, config.max_concurrency) == ("quick", 2, Path("dt/data"), 4)
-    assert config.retry_errors is True
-    fields = {f.name for f in dataclasses.fields(EvaluateConfig)}
-    notes = unforwarded(plan)
-    for key, value in (("tasks", ("toxicity",)), ("sample", 0.5), ("sample_seed", 3), ("limits", {"toxicity": 7})):
-        if key in fields:
-            assert getattr(config, key) == value
-        else:
-            assert any(note.startswith(f"evaluate.{key} is not forwarded") for note in notes)
-    assert not any("dt_compat" in note for note in notes)  # not set in this plan
+# every [evaluate] key of a plan and the EvaluateConfig field it becomes: a new plan key fails the test below until
+# it is forwarded and listed here
+FORWARDED = {
+    "suite": "suite",
+    "tasks": "tasks",
+    "limit": "limit",
+    "limits": "task_limits",
+    "sample": "sample",
+    "sample_seed": "sample_seed",
+    "dt_compat": "dt_compat",
+    "data_dir": "data_dir",
+    "max_concurrency": "max_concurrency",
+    "rps": "rps",
+}
+
+
+def test_every_evaluate_key_reaches_evaluate_config(tmp_path: Path) -> None:
+    assert set(EvaluatePlan.model_fields) == set(FORWARDED)
+    packaged = Path(str(resources.files("comptrust_evaluate") / "data"))
+    suite, data = packaged / "suites" / "quick.toml", packaged / "quick"
+    extra = f'[evaluate]\nsuite = "{suite.as_posix()}"\ntasks = ["toxicity", "fairness"]\nlimit = 1\nsample = 0.9\n'
+    extra += f'sample_seed = 3\ndt_compat = true\ndata_dir = "{data.as_posix()}"\nmax_concurrency = 4\nrps = 2.5\n'
+    extra += "[evaluate.limits]\ntoxicity = 2\n"
+    expected = {
+        "suite": str(suite),
+        "tasks": ("toxicity", "fairness"),
+        "limit": 1,
+        "task_limits": (("toxicity", 2),),
+        "sample": 0.9,
+        "sample_seed": 3,
+        "dt_compat": True,
+        "data_dir": data,
+        "max_concurrency": 4,
+        "rps": 2.5,
+    }
+    assert set(expected) == set(FORWARDED.values())
+    default = evaluate_config(parse_plan(_plan(tmp_path)), tmp_path / "run", EndpointSpec(url="http://127.0.0.1:1"))
+    assert all(getattr(default, f) != v for f, v in expected.items())  # so that the checks below can fail
+    assert default.retry_errors is True
+
+    fakes = Fakes()
+    result = run_sweep(parse_plan(_plan(tmp_path / "out", extra=extra)), tmp_path / "plan.toml", fakes.stages())
+    assert result.failed == () and len(fakes.configs) == len(NAMES)
+    for config in fakes.configs:
+        assert {f: getattr(config, f) for f in expected} == expected
+
+
+def test_the_plan_selection_reaches_evaluate_plan_building(tmp_path: Path) -> None:
+    everything = request_counts(parse_plan(_plan(tmp_path)))
+    assert everything["toxicity"] == 8 and everything["fairness"] > 1  # quick: 2 scenarios x 2 items x 2 samples
+    limited = '[evaluate]\ntasks = ["toxicity", "fairness"]\nlimit = 1\n[evaluate.limits]\ntoxicity = 2\n'
+    assert request_counts(parse_plan(_plan(tmp_path, extra=limited))) == {"toxicity": 8, "fairness": 2}  # 2 scenarios
+    one = "[evaluate]\n[evaluate.limits]\ntoxicity = 1\n"
+    assert request_counts(parse_plan(_plan(tmp_path, extra=one))) == {**everything, "toxicity": 4}
+    sampled = request_counts(parse_plan(_plan(tmp_path, extra="[evaluate]\nsample = 0.3\nsample_seed = 1\n")))
+    assert sum(sampled.values()) < sum(everything.values())
+    unknown = parse_plan(_plan(tmp_path / "out", extra="[evaluate]\n[evaluate.limits]\nnope = 1\n"))
+    fakes = Fakes()
+    with pytest.raises(ConfigError, match="--task-limit names 'nope', which is not one of suite quick's tasks: "):
+        run_sweep(unknown, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.compressed == [] and not (tmp_path / "out").exists()

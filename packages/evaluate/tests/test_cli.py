@@ -27,6 +27,23 @@ def test_flags_become_a_config(tmp_path: Path) -> None:
     assert config.max_concurrency == 8 and config.limit == 2 and config.retry_errors and config.suite == "quick"
 
 
+def test_task_limit_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--endpoint", "http://h:1", "--suite", "quick", "--out", str(tmp_path), "--limit", "1"]
+    args = parser().parse_args([*argv, "--task-limit", "toxicity=3", "--task-limit", " fairness = 2"])
+    assert build_config(args).task_limits == (("toxicity", 3), ("fairness", 2))
+    assert build_config(parser().parse_args(argv)).task_limits == ()
+    for bad in ("toxicity", "toxicity=", "=3", "toxicity=two", "toxicity=0", "toxicity=-1", "toxicity=1.5"):
+        code = main([*argv, "--task-limit", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [
+            f"evaluate: error: --task-limit {bad!r} is not TASK=N with N a whole number of "
+            "at least 1 (e.g. toxicity=20)"
+        ], bad
+    code = main([*argv, "--task-limit", "nope=3"])
+    unknown = capsys.readouterr().err
+    assert code == 2 and "--task-limit names 'nope'" in unknown and "toxicity" in unknown
+
+
 def test_endpoint_names_derive_from_urls() -> None:
     assert derive_endpoint_name("http://127.0.0.1:8080/") == "127.0.0.1_8080"
     assert derive_endpoint_name("https://api.example.com/v1") == "api.example.com"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from comptrust_core import ConfigError, RunDirError
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, build_plan, evaluate, load_suite
-from comptrust_evaluate.plan import Scenario, Suite, sampled
+from comptrust_evaluate.plan import Plan, Scenario, Suite, sampled
 from comptrust_evaluate.testing import FakeEndpoint
 
 MB = 1 << 20
@@ -105,3 +105,62 @@ def test_resume_with_sample_and_limit(fake: FakeEndpoint, tmp_path: Path) -> Non
     assert len(fake.posts()) == posts  # nothing sent twice
     with pytest.raises(RunDirError):  # another seed is another plan: not mixed into this run directory
         evaluate(_config(out, fake.url, sample=0.5, sample_seed=4, limit=2, tasks=("toxicity", "privacy")))
+
+
+def _items_per_scenario(plan: Plan) -> dict[tuple[str, str], int]:
+    """(task, scenario) -> items, from the item ids (each starts with its scenario's name and a slash)."""
+    ids: dict[tuple[str, str], set[str]] = {}
+    for task, item in plan.iter_items():
+        (scenario,) = [o.name for t, o in plan.scenarios if t is task and item.item_id.startswith(f"{o.name}/")]
+        ids.setdefault((task.name, scenario), set()).add(item.item_id)
+    return {k: len(v) for k, v in ids.items()}
+
+
+def test_a_task_limit_replaces_the_global_limit_for_its_task() -> None:
+    full = _items_per_scenario(build_plan(load_suite("quick")))
+    assert any(n >= 2 for (task, _), n in full.items() if task == "toxicity")
+    plan = build_plan(load_suite("quick"), limit=1, task_limits=(("toxicity", 2),))
+    got = _items_per_scenario(plan)
+    assert got.keys() == full.keys()
+    for (task, scenario), n in full.items():
+        assert got[task, scenario] == min(n, 2 if task == "toxicity" else 1), (task, scenario)
+    assert "limit 1, toxicity limit 2" in plan.description
+    alone = _items_per_scenario(build_plan(load_suite("quick"), task_limits=(("fairness", 1),)))
+    assert alone == {k: 1 if k[0] == "fairness" else n for k, n in full.items()}
+
+
+def test_bad_task_limits_are_config_errors() -> None:
+    with pytest.raises(
+        ConfigError, match=r"--task-limit names 'nope', which is not one of suite quick's tasks: .*toxicity"
+    ):
+        build_plan(load_suite("quick"), task_limits=(("nope", 1),))
+    with pytest.raises(
+        ConfigError, match=r"'privacy', which is not one of the tasks selected .*: toxicity; .*--task privacy"
+    ):
+        build_plan(load_suite("quick"), tasks=("toxicity",), task_limits=(("privacy", 1),))
+    with pytest.raises(ConfigError, match="the limit must be a whole number, at least 1"):
+        EvaluateConfig(
+            out=Path("r"), endpoints=(EndpointSpec(url="http://h:1"),), suite="quick", task_limits=(("toxicity", 0),)
+        )
+    with pytest.raises(ConfigError, match="names toxicity twice"):
+        build_plan(load_suite("quick"), task_limits=(("toxicity", 1), ("toxicity", 2)))
+    with pytest.raises(ConfigError, match="a --prompts file takes --limit"):
+        EvaluateConfig(
+            out=Path("r"),
+            endpoints=(EndpointSpec(url="http://h:1"),),
+            prompts=Path("p.jsonl"),
+            task_limits=(("custom", 1),),
+        )
+
+
+def test_resume_with_other_task_limits_is_another_plan(fake: FakeEndpoint, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    limits = (("toxicity", 1),)
+    first = evaluate(_config(out, fake.url, tasks=("toxicity", "privacy"), limit=2, task_limits=limits))
+    (ep,) = first.endpoints
+    assert ep.ok == ep.total > 0
+    posts = len(fake.posts())
+    again = evaluate(_config(out, fake.url, tasks=("toxicity", "privacy"), limit=2, task_limits=limits))
+    assert again.resumed and again.endpoints[0].resumed == ep.total and len(fake.posts()) == posts
+    with pytest.raises(RunDirError, match="holds a different run"):  # as a different --limit is
+        evaluate(_config(out, fake.url, tasks=("toxicity", "privacy"), limit=2, task_limits=(("toxicity", 2),)))

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from comptrust_compress import quiet_backend_output
 from comptrust_core import run_cli, setup_logging
 
 from comptrust.sweep.plan import load_plan
@@ -76,6 +77,7 @@ def _main(argv: list[str] | None) -> int:
     if args.dry_run:
         return _dry_run(args.plan)
     plan = load_plan(args.plan)
+    quiet_backend_output(verbose=args.verbose)  # llm-compressor's bars and per-layer lines, into a log file
     from comptrust.sweep.runner import run_sweep
 
     result = run_sweep(plan, args.plan)

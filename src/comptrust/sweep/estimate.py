@@ -20,7 +20,7 @@ from comptrust_evaluate import read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.runner import needs_work
-from comptrust.sweep.stages import check_launcher, request_counts, unforwarded
+from comptrust.sweep.stages import check_launcher, request_counts
 from comptrust.sweep.state import CellState, SweepState
 
 __all__ = ["DEFAULTS", "Assumptions", "Estimate", "estimate", "format_estimate"]
@@ -32,22 +32,51 @@ class Assumptions:
     """Seconds to compress one checkpoint, per method (``*``: any other)."""
     startup_s: float
     """Seconds from launch to a healthy server."""
-    requests_per_s: float
-    """Requests answered per second by one server."""
+    requests_per_s: dict[str, float]
+    """Requests answered per second by one server, per method of the checkpoint it serves (``*``: any other)."""
+
+    def compress(self, method: str) -> float:
+        return self.compress_s.get(method, self.compress_s["*"])
+
+    def rate(self, method: str) -> float:
+        return self.requests_per_s.get(method, self.requests_per_s["*"])
 
 
 DEFAULTS: dict[str, Assumptions] = {
-    # SmolLM2-135M on a 2-core CPU shared with other work, the embedded server (the quickstart), as the end-to-end
-    # test measured it (dense: 82 s to compress, 19 s to start, 20 quick-suite requests in 87 s): compression includes
-    # loading the model and two perplexity passes; calibrated methods on 16 x 128 tokens add about as much again.
-    "cpu": Assumptions(compress_s={"dense": 90.0, "magnitude": 90.0, "*": 150.0}, startup_s=20.0, requests_per_s=0.3),
+    # SmolLM2-135M on the CPU, the embedded server, the quick suite at 16 in flight: examples/quickstart.toml, run
+    # twice on 2026-11-23 with `uv run sweep examples/quickstart.toml` on the project's 2-core machine while other
+    # work shared it (load average 3-5): 19m12s and 16m46s in all. Each figure is the two runs' mean, from their
+    # sweep-state.json (compress_s; startup_s; requests over evaluate_s, 52 requests per checkpoint). Compression
+    # includes loading the model and two perplexity passes; AWQ's grid search dominates it. The pruned checkpoints
+    # answer 3-5x slower: their generations run to the token limit. On an idle machine everything is faster.
+    "cpu": Assumptions(
+        compress_s={
+            "dense": 38.0,
+            "gptq": 53.0,
+            "awq": 280.0,
+            "magnitude": 24.0,
+            "sparsegpt": 153.0,
+            "wanda": 74.0,
+            "*": 100.0,
+        },
+        startup_s=15.0,
+        requests_per_s={
+            "dense": 1.4,
+            "gptq": 3.0,
+            "awq": 2.2,
+            "magnitude": 0.5,
+            "sparsegpt": 0.78,
+            "wanda": 0.55,
+            "*": 1.0,
+        },
+    ),
     # A 13B model on one H100-class GPU with TGI (the paper plan): not measured by comptrust; order-of-magnitude
     # figures (loading and saving 26 GB of weights, 128 x 2048 calibration tokens), replaced by measurements as soon
     # as this sweep has made checkpoints and runs.
     "cuda": Assumptions(
         compress_s={"dense": 300.0, "magnitude": 600.0, "wanda": 900.0, "*": 1800.0},
         startup_s=240.0,
-        requests_per_s=20.0,
+        requests_per_s={"*": 20.0},
     ),
 }
 
@@ -62,7 +91,10 @@ class Estimate:
     """Remaining compression time per cell still to compress: (seconds, measured?)."""
     evaluate_s: float
     requests_per_s: tuple[float, str | None]
-    """(rate, None when assumed, else how it was measured)."""
+    """(rate, how it was measured), or, when nothing is measured yet, (the assumed rate of the first checkpoint to
+    evaluate, None); :attr:`rates` holds the rate used for each checkpoint."""
+    rates: dict[str, float]
+    """Requests per second per server used for each checkpoint still to evaluate."""
     startup_s: tuple[float, bool]
     slots: list[tuple[int, ...]]
     to_evaluate: list[str]
@@ -116,7 +148,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
     out = plan.out_dir()
     cells = plan.cells()
     assumed = DEFAULTS[plan.study.device]
-    notes = list(unforwarded(plan))
+    notes: list[str] = []
     missing = sorted({c.method for c in cells} - set(registered))
     for method in missing:
         n = sum(c.method == method for c in cells)
@@ -150,12 +182,17 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
             if times:
                 compress_s[c.name] = (statistics.fmean(times), True)
             else:
-                compress_s[c.name] = (assumed.compress_s.get(c.method, assumed.compress_s["*"]), False)
-    rate = _measured_rate(out / "runs")
-    requests_per_s: tuple[float, str | None] = rate if rate else (assumed.requests_per_s, None)
+                compress_s[c.name] = (assumed.compress(c.method), False)
+    measured_rate = _measured_rate(out / "runs")
+    method_of = {c.name: c.method for c in cells}
+    rates = {n: measured_rate[0] if measured_rate else assumed.rate(method_of[n]) for n in to_evaluate}
+    requests_per_s: tuple[float, str | None] = (
+        measured_rate if measured_rate else (assumed.rate(method_of[to_evaluate[0]] if to_evaluate else "*"), None)
+    )
     startups = [cs.startup_s for cs in state.cells.values() if cs.startup_s is not None]
     startup = (statistics.fmean(startups), True) if startups else (assumed.startup_s, False)
-    per_cell = startup[0] + (sum(requests.values()) / requests_per_s[0] if requests else 0.0)
+    n_requests = sum(requests.values()) if requests else 0
+    per_cell = [startup[0] + (n_requests / rates[n] if requests else 0.0) for n in to_evaluate]
     slots = plan.serve.slots()
     return Estimate(
         cells=cells,
@@ -163,8 +200,9 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         requests=requests,
         requests_error=requests_error,
         compress_s=compress_s,
-        evaluate_s=_makespan([per_cell] * len(to_evaluate), len(slots)),
+        evaluate_s=_makespan(per_cell, len(slots)),
         requests_per_s=requests_per_s,
+        rates=rates,
         startup_s=startup,
         slots=slots,
         to_evaluate=to_evaluate,
@@ -200,6 +238,8 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
             compress = "done"
         lines.append(f"  {c.name:<{width}}  {est.stages[c.name]:<10}  {compress}")
     rate, how = est.requests_per_s
+    low, high = min(est.rates.values(), default=rate), max(est.rates.values(), default=rate)
+    shown = f"{rate:.2f} req/s" if how or f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f} req/s by method"
     n_measured = sum(m for _, m in est.compress_s.values())
     lines += [
         f"estimate (compression runs one checkpoint at a time, then serving runs {len(est.slots)} at once):",
@@ -207,7 +247,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         f"({n_measured} measured from manifests, {len(est.compress_s) - n_measured} assumed)",
         f"  serve + evaluate {len(est.to_evaluate)} checkpoint(s): "
         + (_duration(est.evaluate_s) if est.requests is not None else "unknown (no request count)")
-        + f" at {rate:.2f} req/s per server ({how or 'assumed'}) and "
+        + f" at {shown} per server ({how or 'assumed'}) and "
         f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
         f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
     ]

@@ -34,7 +34,6 @@ from comptrust.sweep.stages import (
     manifest_mismatch,
     real_stages,
     request_counts,
-    unforwarded,
 )
 from comptrust.sweep.state import CellState, SweepState, load_state, save_state
 
@@ -187,8 +186,6 @@ def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> Swee
     stages = stages or real_stages()
     out = plan.out_dir()
     cells = plan.cells()
-    for note in unforwarded(plan):
-        log.warning("%s", note)
     # a suite or data folder evaluate cannot use, or a launcher that cannot run here, is a plan error before any work
     request_counts(plan)
     if stages.check_launcher:

@@ -2,13 +2,11 @@
 configs the plan turns into for them.
 
 :class:`Stages` bundles the four calls so that tests (and other front ends) can swap them for fakes; the runner only
-ever calls these. Plan keys that this installation's libraries cannot take yet are listed by
-:func:`unforwarded`, never dropped silently.
+ever calls these.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,18 +30,7 @@ __all__ = [
     "manifest_mismatch",
     "real_stages",
     "request_counts",
-    "unforwarded",
 ]
-
-# [evaluate] keys that only some installations' evaluate takes: plan key -> what it needs. Each is forwarded as the
-# EvaluateConfig field of the same name as soon as EvaluateConfig has one, and reported as not forwarded until then.
-_EVALUATE_PENDING = {
-    "tasks": "EvaluateConfig.tasks (task selection, `evaluate --task`, issue #6)",
-    "sample": "EvaluateConfig.sample (`evaluate --sample`, issue #6)",
-    "sample_seed": "EvaluateConfig.sample_seed (`evaluate --seed`, issue #6)",
-    "dt_compat": "EvaluateConfig.dt_compat (`evaluate --dt-compat`, issue #6)",
-    "limits": "EvaluateConfig.limits (a limit per task; a suite file's per-scenario `limit` does it today)",
-}
 
 
 @dataclass(frozen=True)
@@ -165,21 +152,6 @@ def launch_options(plan: Plan, cell: Cell, gpus: tuple[int, ...], log_dir: Path)
     )
 
 
-def _evaluate_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(EvaluateConfig)}
-
-
-def unforwarded(plan: Plan) -> list[str]:
-    """The plan keys set in this plan that this installation's evaluate cannot take yet, with what they need."""
-    have = _evaluate_fields()
-    ev = plan.evaluate
-    return [
-        f"evaluate.{key} is not forwarded: this installation's evaluate lacks {need}; until then it is ignored"
-        for key, need in _EVALUATE_PENDING.items()
-        if getattr(ev, key) not in (None, {}, False) and key not in have
-    ]
-
-
 def evaluate_config(
     plan: Plan,
     out: Path,
@@ -188,36 +160,28 @@ def evaluate_config(
     retry_errors: bool = True,
 ) -> EvaluateConfig:
     ev = plan.evaluate
-    have = _evaluate_fields()
-    extra: dict[str, Any] = {}
-    for key in _EVALUATE_PENDING:
-        value = getattr(ev, key)
-        if value not in (None, {}, False) and key in have:
-            extra[key] = tuple(value) if isinstance(value, list) else value
     return EvaluateConfig(
         out=out,
         endpoints=(endpoint,),
         suite=ev.suite,
+        tasks=tuple(ev.tasks or ()),
         data_dir=Path(ev.data_dir) if ev.data_dir else None,
         max_concurrency=ev.max_concurrency,
         rps=ev.rps,
         limit=ev.limit,
+        task_limits=tuple(sorted(ev.limits.items())),
+        sample=ev.sample,
+        sample_seed=0 if ev.sample_seed is None else ev.sample_seed,
+        dt_compat=ev.dt_compat,
         retry_errors=retry_errors,
         progress=progress,
-        **extra,
     )
 
 
 def request_counts(plan: Plan) -> dict[str, int]:
     """Requests per task that one checkpoint will get, from evaluate's own plan (no endpoint is contacted)."""
     config = evaluate_config(plan, Path("unused"), EndpointSpec(url="http://127.0.0.1:1", name="dry-run"))
-    planned = make_plan(config)
     counts: dict[str, int] = {}
-    iter_items = getattr(planned, "iter_items", None)
-    if iter_items is not None:  # a lazy plan: count items times their samples, building no request
-        for task, item in iter_items():
-            counts[task.name] = counts.get(task.name, 0) + item.n
-        return counts
-    for unit in planned.units:
-        counts[unit.task.name] = counts.get(unit.task.name, 0) + 1
+    for task, item in make_plan(config).iter_items():  # items times their samples, building no request
+        counts[task.name] = counts.get(task.name, 0) + item.n
     return counts

@@ -5,6 +5,7 @@ thin adapter over it. Importing this package loads neither torch nor transformer
 """
 
 from comptrust_compress._version import __version__
+from comptrust_compress.backend_output import QUIET_ENV, quiet_backend_output, route_llmcompressor_logs
 from comptrust_compress.config import (
     BITS_CHOICES,
     DEFAULT_CALIB_SAMPLES,
@@ -41,6 +42,7 @@ __all__ = [
     "BITS_CHOICES",
     "DEFAULT_CALIB_SAMPLES",
     "DEFAULT_GROUP_SIZE",
+    "QUIET_ENV",
     "CompressConfig",
     "CompressionMethod",
     "Device",
@@ -65,6 +67,8 @@ __all__ = [
     "plan",
     "project_text",
     "project_text_label",
+    "quiet_backend_output",
     "register_method",
     "resolve_model",
+    "route_llmcompressor_logs",
 ]

@@ -10,6 +10,7 @@ from typing import NoReturn, get_args
 
 from comptrust_core import ConfigError, run_cli, setup_logging
 
+from comptrust_compress.backend_output import quiet_backend_output
 from comptrust_compress.config import (
     BITS_CHOICES,
     DEFAULT_CALIB_SAMPLES,
@@ -107,6 +108,7 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     setup_logging(args.verbose)
+    quiet_backend_output(verbose=args.verbose)
     from comptrust_compress.pipeline import compress
 
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -89,6 +89,7 @@ def make_plan(config: EvaluateConfig) -> Plan:
         sample=config.sample,
         seed=config.sample_seed,
         dt_compat=config.dt_compat,
+        task_limits=config.task_limits,
     )
 
 

@@ -83,6 +83,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, metavar="N", help="at most N items per scenario")
     p.add_argument(
+        "--task-limit",
+        action="append",
+        default=[],
+        metavar="TASK=N",
+        help="at most N items per scenario of TASK, instead of --limit (repeatable), e.g. --task-limit toxicity=20",
+    )
+    p.add_argument(
         "--sample",
         type=float,
         metavar="FRACTION",
@@ -169,6 +176,7 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         retry_errors=args.retry_errors,
         compact=args.compact,
         limit=args.limit,
+        task_limits=_task_limits(args.task_limit),
         sample=args.sample,
         sample_seed=args.seed,
         tasks=tuple(args.task or ()),
@@ -180,6 +188,22 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         toxicity_options=_toxicity_options(args.toxicity_option),
         refusal_detectors=tuple(dict.fromkeys(args.refusal_detector)),
     )
+
+
+def _task_limits(raw: list[str]) -> tuple[tuple[str, int], ...]:
+    pairs = []
+    for item in raw:
+        task, sep, value = item.partition("=")
+        try:
+            n = int(value) if sep and task.strip() else 0
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(
+                f"--task-limit {item!r} is not TASK=N with N a whole number of at least 1 (e.g. toxicity=20)"
+            )
+        pairs.append((task.strip(), n))
+    return tuple(pairs)
 
 
 def _toxicity_options(raw: list[str]) -> tuple[tuple[str, str], ...]:

@@ -12,7 +12,15 @@ from comptrust_core import ConfigError, Endpoint, Protocol
 
 from comptrust_evaluate.refusal import detector_names
 
-__all__ = ["EndpointSpec", "EvaluateConfig", "Limits", "RetryPolicy", "Timeouts", "derive_endpoint_name"]
+__all__ = [
+    "EndpointSpec",
+    "EvaluateConfig",
+    "Limits",
+    "RetryPolicy",
+    "Timeouts",
+    "check_task_limits",
+    "derive_endpoint_name",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,17 @@ def derive_endpoint_name(url: str) -> str:
     return f"{host}_{parts.port}" if parts.port else host
 
 
+def check_task_limits(task_limits: tuple[tuple[str, int], ...]) -> None:
+    """Each task once, each limit at least 1 (whether the tasks are the suite's is checked by :func:`build_plan`)."""
+    seen: set[str] = set()
+    for task, n in task_limits:
+        if task in seen:
+            raise ConfigError(f"--task-limit names {task} twice; give each task one limit")
+        seen.add(task)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"--task-limit {task}={n}: the limit must be a whole number, at least 1")
+
+
 @dataclass(frozen=True)
 class EndpointSpec:
     """An endpoint to evaluate, before its protocol is detected (``protocol=None``) and its name derived."""
@@ -123,6 +142,7 @@ class EvaluateConfig:
     retry_errors: bool = False
     compact: bool = False  # fold the records into Parquet at the end of the run
     limit: int | None = None
+    task_limits: tuple[tuple[str, int], ...] = ()  # (task, items per scenario) pairs: this task's instead of limit
     sample: float | None = None  # a deterministic fraction of each scenario's items (by sample_seed)
     sample_seed: int = 0
     tasks: tuple[str, ...] = ()  # only these tasks of the suite (all if empty)
@@ -148,6 +168,9 @@ class EvaluateConfig:
             raise ConfigError(f"--sample must be a fraction in (0, 1], got {self.sample}")
         if self.tasks and self.prompts is not None:
             raise ConfigError("--task picks tasks of a --suite; a --prompts file runs as it is")
+        if self.task_limits and self.prompts is not None:
+            raise ConfigError("--task-limit limits tasks of a --suite; a --prompts file takes --limit")
+        check_task_limits(self.task_limits)
         Limits(self.max_concurrency, self.adaptive_concurrency, self.rps)  # validates them
         known = detector_names()
         for name in self.refusal_detectors:

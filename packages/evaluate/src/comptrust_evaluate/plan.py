@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from comptrust_core import ConfigError, RequestSpec, record_key
 
+from comptrust_evaluate.config import check_task_limits
 from comptrust_evaluate.data_files import resolve_data
 from comptrust_evaluate.dt_compat import to_llama2_request
 from comptrust_evaluate.tasks import DataSource, Item, ScenarioOptions, Task, derive_seed, get_task, task_names
@@ -84,17 +85,24 @@ class WorkItems(Protocol):
 @dataclass(frozen=True)
 class Selection:
     """How much of each scenario to run: a deterministic ``sample`` fraction of its items (by ``seed``), then at most
-    ``limit`` of those."""
+    ``limit`` of those; a task named in ``task_limits`` takes its own limit instead of ``limit``."""
 
     limit: int | None = None
     sample: float | None = None
     seed: int = 0
+    task_limits: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be at least 1")
         if self.sample is not None and not 0.0 < self.sample <= 1.0:
             raise ConfigError(f"--sample must be a fraction in (0, 1], got {self.sample}")
+        check_task_limits(self.task_limits)
+
+    def limit_for(self, task: str) -> int | None:
+        """The items per scenario ``task`` may run (before the scenario's own ``limit``): its task limit, or
+        ``limit``."""
+        return dict(self.task_limits).get(task, self.limit)
 
     def describe(self) -> str:
         parts = []
@@ -102,6 +110,7 @@ class Selection:
             parts.append(f"sample {self.sample:g} seed {self.seed}")
         if self.limit is not None:
             parts.append(f"limit {self.limit}")
+        parts += [f"{task} limit {n}" for task, n in self.task_limits]
         return ", ".join(parts)
 
 
@@ -158,7 +167,7 @@ class Plan:
             if sel.sample is not None:
                 fraction = sel.sample
                 items = (i for i in items if sampled(sel.seed, task.name, i.item_id, fraction))
-            caps = [c for c in (sel.limit, options.limit) if c is not None]
+            caps = [c for c in (sel.limit_for(task.name), options.limit) if c is not None]
             if caps:
                 items = itertools.islice(items, min(caps))
             for item in items:
@@ -295,15 +304,26 @@ def build_plan(
     seed: int = 0,
     dt_compat: bool = False,
     data: DataSource | None = None,
+    task_limits: tuple[tuple[str, int], ...] = (),
 ) -> Plan:
-    """Every scenario's items (a ``sample`` of them if asked, then at most ``limit`` per scenario, and at most its own
-    ``limit``), ``n`` samples each: lazily, nothing is read until the plan is iterated or counted. Unless ``data``
-    is given, the data folder is resolved (fetched from Hugging Face if the suite has none) and every file the
-    scenarios need is checked first, so a missing file stops the run before it starts."""
+    """Every scenario's items (a ``sample`` of them if asked, then at most ``limit`` per scenario, or its task's own
+    limit from ``task_limits``, and at most the scenario's own ``limit``), ``n`` samples each: lazily, nothing is
+    read until the plan is iterated or counted. Unless ``data`` is given, the data folder is resolved (fetched from
+    Hugging Face if the suite has none) and every file the scenarios need is checked first, so a missing file stops
+    the run before it starts."""
     scenarios = parse_scenarios(suite, tasks)
+    planned = sorted({task.name for task, _ in scenarios})
+    for name, _ in task_limits:
+        if name not in planned:
+            which = f"the tasks selected from suite {suite.name}" if tasks else f"suite {suite.name}'s tasks"
+            hint = f"; or add --task {name}" if tasks and any(s.task == name for s in suite.scenarios) else ""
+            raise ConfigError(
+                f"--task-limit names {name!r}, which is not one of {which}: {', '.join(planned)}; "
+                f"name one of those{hint}"
+            )
+    selection = Selection(limit=limit, sample=sample, seed=seed, task_limits=task_limits)
     if data is None:
         data = resolve_data(suite.name, suite.data_root, scenarios)
-    selection = Selection(limit=limit, sample=sample, seed=seed)
     text = description or f"suite {suite.name}"
     extras = [e for e in (", ".join(tasks) if tasks else "", selection.describe()) if e]
     if dt_compat:

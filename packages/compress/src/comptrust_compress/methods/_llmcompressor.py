@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from comptrust_core import MeasuredFacts, MethodSpec, ServingHints
 
+from comptrust_compress.backend_output import route_llmcompressor_logs
 from comptrust_compress.config import DEFAULT_GROUP_SIZE, CompressConfig
 from comptrust_compress.errors import VerificationError
 from comptrust_compress.methods.base import CompressionMethod, Job
@@ -197,6 +198,7 @@ class LlmCompressorMethod(CompressionMethod):
         """The llm-compressor modifiers for this run."""
 
     def apply(self, model: Any, tokenizer: Any, config: CompressConfig, device: torch.device, job: Job) -> None:
+        route_llmcompressor_logs()
         run_oneshot(model, tokenizer, self.recipe(config, job), job.calibration, device)
 
 
