@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from comptrust_core import Attribute, GenerationParams, Record, RequestSpec, ScoreField
 from comptrust_evaluate.engine import _utc_now, quiet_gc
 from comptrust_evaluate.record_builder import trusted_record
@@ -95,3 +96,65 @@ def test_quiet_gc_tunes_the_collector_for_the_run_and_restores_it() -> None:
             assert gc.get_threshold()[0] == 12_345
         assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def _prompt_run(tmp_path: Path, url: str, n: int) -> Any:
+    from comptrust_evaluate import EndpointSpec, EvaluateConfig
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"id": {i}, "prompt": "q{i}"}}\n' for i in range(n)))
+    return EvaluateConfig(
+        out=tmp_path / "run",
+        endpoints=(EndpointSpec(url=url, name="fake"),),
+        prompts=prompts,
+        max_concurrency=1,
+        progress="off",
+    )
+
+
+def test_a_worker_sends_its_next_request_before_the_last_record_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comptrust_evaluate import engine, evaluate, record_builder
+    from comptrust_evaluate.testing import FakeEndpoint
+
+    events: list[str] = []
+    attempt, build = engine._attempt, record_builder.build_record
+
+    async def traced_attempt(session: Any, client: Any, unit: Any) -> Any:
+        events.append(f"send {unit.item.item_id}")
+        return await attempt(session, client, unit)
+
+    def traced_build(**kw: Any) -> Record:
+        events.append(f"build {kw['unit'].item.item_id}")
+        return build(**kw)
+
+    monkeypatch.setattr(engine, "_attempt", traced_attempt)
+    monkeypatch.setattr(engine, "build_record", traced_build)
+    with FakeEndpoint() as fake:
+        (ep,) = evaluate(_prompt_run(tmp_path, fake.url, 3)).endpoints
+    assert ep.ok == 3
+    # one worker: request 1 goes out before record 0 is built, and so on; the last record is still built
+    assert events == ["send 0", "send 1", "build 0", "send 2", "build 1", "build 2"]
+    assert len(read_records(tmp_path / "run" / "records" / "fake.ndjson")) == 3
+
+
+def test_a_record_that_cannot_be_built_fails_the_run_and_the_others_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comptrust_evaluate import engine, evaluate, record_builder
+    from comptrust_evaluate.testing import FakeEndpoint
+
+    build = record_builder.build_record
+
+    def flaky(**kw: Any) -> Record:
+        if kw["unit"].item.item_id == "1":
+            raise ValueError("a bug in a parser")
+        return build(**kw)
+
+    monkeypatch.setattr(engine, "build_record", flaky)
+    with FakeEndpoint() as fake, pytest.raises(RuntimeError, match="could not be recorded") as caught:
+        evaluate(_prompt_run(tmp_path, fake.url, 4))
+    assert isinstance(caught.value.__cause__, ValueError)
+    kept = read_records(tmp_path / "run" / "records" / "fake.ndjson")
+    assert sorted(r.item_id for r in kept) == ["0", "2", "3"]  # a rerun redoes item 1 only
