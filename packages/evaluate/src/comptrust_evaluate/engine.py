@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import email.utils
 import gc
+import itertools
 import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -206,6 +208,28 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
     }
 
 
+class _Feed:
+    """The shared iterator of an endpoint's pending (unit, key) pairs, with a buffer that the finisher fills ahead
+    of the workers (enumerating a unit and computing its key is a large part of a request's own CPU). Workers take
+    from the buffer first, so the order is the iterator's."""
+
+    def __init__(self, units: Iterator[tuple[Unit, str]]) -> None:
+        self.units = units
+        self.ahead: deque[tuple[Unit, str]] = deque()
+
+    def __iter__(self) -> Iterator[tuple[Unit, str]]:
+        return self
+
+    def __next__(self) -> tuple[Unit, str]:
+        if self.ahead:
+            return self.ahead.popleft()
+        return next(self.units)
+
+    def fill(self, count: int) -> None:
+        """Enumerate up to ``count`` more units into the buffer."""
+        self.ahead.extend(itertools.islice(self.units, count))
+
+
 class _Finisher:
     """Builds the records of one endpoint's finished requests and appends them, in the loop turn after they finish
     (all of that turn's at once, written with one flush). A worker hands its finished request over and goes on to
@@ -213,9 +237,10 @@ class _Finisher:
     no longer delays the requests that replace them. A kill -9 still loses only what was in flight or had finished
     in the last turn (which a resume redoes)."""
 
-    def __init__(self, job: EndpointJob, progress: ProgressReporter) -> None:
+    def __init__(self, job: EndpointJob, progress: ProgressReporter, feed: _Feed | None = None) -> None:
         self.job = job
         self.progress = progress
+        self.feed = feed
         self.queue: list[dict[str, Any]] = []
         self.scheduled = False
         self.error: BaseException | None = None
@@ -244,6 +269,8 @@ class _Finisher:
                 name, ok=record.status == "ok", refused=bool(record.refusal), tokens=record.completion_tokens or 0
             )
         writer.flush()
+        if self.feed is not None:
+            self.feed.fill(len(queue))  # the next units those workers will take, enumerated off their critical path
 
 
 async def _refusal_fields(job: EndpointJob, text: str, into: tuple[list[ScoreField], list[Attribute]]) -> None:
@@ -272,9 +299,9 @@ async def _run_job(
     controller = AimdController(cap=limits.max_concurrency, adaptive=limits.adaptive)
     gate = ConcurrencyGate(controller, TokenBucket(limits.rps) if limits.rps else None)
     progress.set_limit(name, controller.current)
-    pending: Iterator[tuple[Unit, str]] = iter(job.units)
+    pending = _Feed(iter(job.units))
 
-    finisher = _Finisher(job, progress)
+    finisher = _Finisher(job, progress, pending)
 
     async def worker(lane: _Lane) -> None:
         for unit, key in pending:  # one shared iterator: each unit is taken by exactly one worker
