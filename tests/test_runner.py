@@ -23,6 +23,7 @@ from comptrust_core import (
     MethodSpec,
     Record,
     RequestSpec,
+    RunDirError,
     write_manifest,
 )
 from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, RunSummary
@@ -129,9 +130,15 @@ class Fakes:
             await asyncio.wait_for(self.barrier.wait(), timeout=60)
         if name in self.crash_evaluate:
             raise Crash(name)
+        # like evaluate's run folder: resumable by the same request selection only
+        asked = config.out / "asked.txt"
+        selection = repr((config.suite, config.limit, config.task_limits, config.tasks, config.sample))
+        if asked.is_file() and asked.read_text() != selection:
+            raise RunDirError(f"--out {config.out} holds a different run")
         self.evaluated.append(name)
         self.configs.append(config)
         config.out.mkdir(parents=True, exist_ok=True)
+        asked.write_text(selection)
         summary = EndpointSummary(
             name=name, url="", protocol="tgi", total=5, resumed=0, ok=5, errors=0, refusals=0, elapsed_s=2.5
         )
@@ -267,8 +274,16 @@ def test_a_crash_mid_evaluation_resumes_at_every_stage(tmp_path: Path) -> None:
     assert fakes3.compressed == [] and fakes3.evaluated == []
     changed = parse_plan(_plan(tmp_path / "out", extra="[evaluate]\nlimit = 1\n"))
     fakes4 = Fakes()
-    run_sweep(changed, tmp_path / "plan.toml", fakes4.stages())
-    assert fakes4.compressed == [] and fakes4.evaluated == NAMES
+    result4 = run_sweep(changed, tmp_path / "plan.toml", fakes4.stages())
+    assert fakes4.compressed == [] and fakes4.evaluated == NAMES and result4.failed == ()
+    # the earlier run folders cannot take the new selection: each is kept aside whole, and the cell starts afresh
+    for name in NAMES:
+        (aside,) = (tmp_path / "out" / "runs").glob(f"{name}.superseded-*")
+        assert "None" in (aside / "asked.txt").read_text()  # the first selection: no limit
+        assert (tmp_path / "out" / "runs" / name / "asked.txt").read_text().startswith("('quick', 1,")
+    # and the changed plan, run again, resumes its own folders: nothing more is set aside
+    run_sweep(changed, tmp_path / "plan.toml", Fakes().stages())
+    assert len(list((tmp_path / "out" / "runs").glob("*.superseded-*"))) == len(NAMES)
 
 
 def test_a_checkpoint_that_does_not_match_is_not_overwritten(tmp_path: Path) -> None:

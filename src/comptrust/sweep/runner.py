@@ -147,9 +147,11 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
                 cs.startup_s, cs.gpus = time.monotonic() - started, list(gpus)
                 log.info("[%s] serving at %s on %s", cell.name, server.endpoint.url, f"GPUs {gpus}" if gpus else "CPU")
                 stage = "evaluate"
-                config = evaluate_config(
-                    plan, out / "runs" / cell.name, EndpointSpec.from_endpoint(server.endpoint), progress
-                )
+                run_dir = out / "runs" / cell.name
+                _set_aside_if_superseded(run_dir, cs, fingerprint)
+                cs.run_started_with = fingerprint
+                save()
+                config = evaluate_config(plan, run_dir, EndpointSpec.from_endpoint(server.endpoint), progress)
                 summary = await stages.evaluate(config)
             finally:
                 await asyncio.to_thread(server.stop)
@@ -160,7 +162,7 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
             if cs.errors:
                 log.warning(
                     "[%s] %d requests ended as errors (an empty generation counts as one; they are in the run's "
-                    "records with their reason); a rerun of the sweep does not redo them",
+                    "records with their reason); a rerun of the sweep retries them",
                     cell.name,
                     cs.errors,
                 )
@@ -174,6 +176,19 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
 
     log.info("serving %d checkpoint(s), up to %d at once", len(cells), len(slots))
     await asyncio.gather(*(worker(gpus) for gpus in slots))
+
+
+def _set_aside_if_superseded(run_dir: Path, cs: CellState, fingerprint: str) -> None:
+    """A run folder started for other [evaluate] settings (the plan's tasks, limits or suite changed) cannot be
+    resumed: it is renamed ``<cell>.superseded-<time>``, kept whole, and the cell is evaluated afresh."""
+    started_with = cs.run_started_with or cs.evaluated_with
+    if started_with is None or started_with == fingerprint or not run_dir.exists():
+        return
+    aside = run_dir.with_name(f"{run_dir.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(aside)
+    log.warning(
+        "%s was evaluated with other [evaluate] settings; kept as %s, evaluating afresh", run_dir.name, aside.name
+    )
 
 
 def needs_work(cell: Cell, cs: CellState, fingerprint: str) -> bool:

@@ -25,6 +25,9 @@ class CellState(BaseModel):
     errors: int = 0
     cell: str | None = Field(default=None, description="fingerprint of the plan cell its checkpoint was made for")
     evaluated_with: str | None = Field(default=None, description="fingerprint of the [evaluate] settings last run")
+    run_started_with: str | None = Field(
+        default=None, description="fingerprint of the [evaluate] settings its run folder was started with"
+    )
     gpus: list[int] | None = Field(default=None, description="the GPU group its server last ran on")
     compress_s: float | None = Field(default=None, description="measured: the checkpoint's compression wall time")
     startup_s: float | None = Field(default=None, description="measured: launch until the server was healthy")
