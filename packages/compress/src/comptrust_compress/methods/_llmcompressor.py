@@ -12,8 +12,10 @@ Two narrow adjustments, each undone when ``oneshot`` returns:
   CUDA driver and the copies it speeds up do not happen on a CPU run.
 
 Export: ``compressed`` saves compressed-tensors (llm-compressor's own ``save_pretrained``, packed integers plus
-scales); ``fake-quant`` replaces each quantized weight by its dequantized value, drops the quantization state and
-saves plain dense weights. Pruned models are always saved dense.
+scales); ``fake-quant`` replaces each quantized weight by exactly what a loader dequantizes the compressed export to
+(compressed-tensors' own compress then decompress, on the weights and scales cast to the storage dtype first, as the
+compressed export does), drops the quantization state and saves plain dense weights: the two exports are one model.
+Pruned models are always saved dense.
 """
 
 from __future__ import annotations
@@ -151,21 +153,41 @@ def run_oneshot(
         )
 
 
-def fake_quantize_in_place(model: Any) -> int:
-    """Replace every quantized weight by its dequantized value and remove the quantization state; return the count."""
-    import torch
-    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+def fake_quantize_in_place(model: Any, storage_dtype: torch.dtype) -> int:
+    """Cast ``model`` to ``storage_dtype`` and replace every quantized weight by exactly what loading the compressed
+    export dequantizes it to; remove the quantization state and return how many weights were replaced.
 
+    The compressed export (:func:`~comptrust_compress.hf.save_hf_folder`) casts the model, scales included, to the
+    storage dtype and then lets compressed-tensors' compressor quantize each weight with those scales and zero points;
+    a loader dequantizes the stored integers with the same scales. Here each quantized module's own state goes
+    through that same compressor, ``compress`` then ``decompress``, so the fake-quant weights are bit for bit the
+    compressed checkpoint's dequantized weights (the same integers, scales and zero points, in the storage dtype).
+    """
+    import torch
+    from compressed_tensors.compressors.base import BaseCompressor
+    from compressed_tensors.compressors.format import infer_module_format
+    from compressed_tensors.config import CompressionFormat
+    from compressed_tensors.utils import get_direct_state_dict
+
+    model.to(storage_dtype)
     count = 0
     with torch.no_grad():
         for module in model.modules():
             scheme = getattr(module, "quantization_scheme", None)
             if scheme is None or scheme.weights is None:
                 continue
+            # The format the compressed export would use for this module (compress_module's choice).
+            form = CompressionFormat(scheme.format or infer_module_format(type(module), scheme))
+            compressor: Any = BaseCompressor.get_value_from_registry(form.value)
+            state = get_direct_state_dict(module)
+            restored = compressor.decompress(compressor.compress(state, scheme), scheme)["weight"]
             weight = module.weight
-            zero_point = getattr(module, "weight_zero_point", None)
-            dequantized = fake_quantize(weight, module.weight_scale, zero_point, scheme.weights)
-            weight.data.copy_(dequantized.to(weight.dtype))
+            if restored.shape != weight.shape or restored.dtype != weight.dtype:
+                raise RuntimeError(
+                    f"compressed-tensors' {form.value} round trip gave a {restored.dtype} {tuple(restored.shape)} "
+                    f"weight for a {weight.dtype} {tuple(weight.shape)} one"
+                )
+            weight.data.copy_(restored)
             for name in _QUANT_PARAMS:
                 if hasattr(module, name):
                     delattr(module, name)
@@ -271,7 +293,7 @@ class QuantizingMethod(LlmCompressorMethod):
         from comptrust_compress.hf import save_hf_folder
 
         if self.export(config) == "fake-quant":
-            done = fake_quantize_in_place(model)
+            done = fake_quantize_in_place(model, storage_dtype)
             log.info("%s: wrote %d layers as dequantized dense weights (fake-quant)", self.name, done)
         save_hf_folder(model, tokenizer, folder, storage_dtype)
 

@@ -1,0 +1,116 @@
+"""``--export fake-quant`` and ``--export compressed`` are one model: the fake-quant checkpoint's dense weights are
+bit for bit what dequantizing the compressed checkpoint gives (its stored integers, scales and zero points, in the
+storage dtype), for rtn, gptq and awq, with per-layer group sizes (the odd tiny Llama asked for groups of 32 gets 18
+on its 36-wide projections and 24 on down_proj).
+
+The compressed checkpoint is dequantized here from model.safetensors: the packed integers are unpacked with
+compressed-tensors' own ``unpack_from_int32``, then ``(q - zero_point) * scale`` per group is computed exactly in
+float32 (a product of two bfloat16 values is exact there) and rounded once to the storage dtype.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from comptrust_compress import CompressConfig, compress
+from comptrust_core import read_manifest
+from safetensors.torch import load_file
+
+CALIB: dict[str, Any] = {"calib_samples": 4, "calib_seqlen": 32, "calib_seed": 2}
+METHODS: dict[str, dict[str, Any]] = {"rtn": {}, "gptq": CALIB, "awq": CALIB}
+_QUANT_SUFFIXES = (".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape", ".weight_g_idx")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Any:
+    """One intra-op thread: llm-compressor's many tiny ops run faster without threads contending for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _dequantized(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, int]]:
+    """The compressed checkpoint's packed Linears dequantized in its storage dtype, its other tensors as stored, and
+    the group size of each packed Linear."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+    quant = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert quant["format"] == "pack-quantized"
+    stored = load_file(str(folder / "model.safetensors"))
+    weights: dict[str, torch.Tensor] = {}
+    sizes: dict[str, int] = {}
+    for key in [k for k in stored if k.endswith(".weight_packed")]:
+        prefix = key.removesuffix(".weight_packed")
+        (args,) = [
+            group["weights"]
+            for group in quant["config_groups"].values()
+            if any(_targets(target, prefix) for target in group["targets"])
+        ]
+        bits = args["num_bits"]
+        assert args["strategy"] == "group" and args["actorder"] in (None, "static")  # contiguous groups, no g_idx
+        shape = stored[f"{prefix}.weight_shape"]
+        rows, columns = shape.tolist()
+        scale = stored[f"{prefix}.weight_scale"]
+        groups = scale.shape[1]
+        ints = unpack_from_int32(stored[key], bits, shape).to(torch.float32).reshape(rows, groups, -1)
+        packed_zero = stored.get(f"{prefix}.weight_zero_point")
+        assert (packed_zero is None) == args["symmetric"]
+        zero = (
+            torch.zeros(rows, groups)
+            if packed_zero is None
+            else unpack_from_int32(packed_zero, bits, torch.Size([rows, groups]), packed_dim=0).to(torch.float32)
+        )
+        exact = (ints - zero.unsqueeze(-1)) * scale.to(torch.float32).unsqueeze(-1)
+        weights[f"{prefix}.weight"] = exact.reshape(rows, columns).to(scale.dtype)
+        sizes[prefix] = columns // groups
+    others = {key: value for key, value in stored.items() if not key.endswith(_QUANT_SUFFIXES)}
+    return weights, others, sizes
+
+
+def _targets(target: str, name: str) -> bool:
+    import re
+
+    return re.fullmatch(target.removeprefix("re:"), name) is not None if target.startswith("re:") else target == name
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_fake_quant_is_the_dequantized_compressed_checkpoint(method: str, odd_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llmcompressor", reason="the quantizing methods need llm-compressor")
+    settings: dict[str, Any] = {"bits": 4, "group_size": 32, **METHODS[method]}
+    folders = {
+        export: compress(
+            CompressConfig(
+                model=str(odd_model),
+                method=method,
+                out=tmp_path / export,
+                device="cpu",
+                ppl_tokens=64,
+                export=export,
+                **settings,
+            )
+        )
+        for export in ("compressed", "fake-quant")
+    }
+    dequantized, others, sizes = _dequantized(folders["compressed"])
+    assert len(dequantized) == 14  # 7 Linears in each of the 2 layers
+    assert set(sizes.values()) == {18, 24}
+    assert read_manifest(folders["fake-quant"]).method.group_size_by_layer == sizes
+
+    fake = load_file(str(folders["fake-quant"] / "model.safetensors"))
+    assert set(fake) == set(dequantized) | set(others)
+    differing = {}
+    for name, weight in dequantized.items():
+        assert (fake[name].dtype, fake[name].shape) == (weight.dtype, weight.shape), name
+        bits_differ = int((fake[name].view(torch.int16) != weight.view(torch.int16)).sum())
+        if bits_differ:
+            differing[name] = bits_differ
+    assert differing == {}, f"{method}: fake-quant weights differ from the dequantized compressed ones: {differing}"
+    for name, tensor in others.items():
+        assert fake[name].dtype == tensor.dtype and torch.equal(
+            fake[name].view(torch.int16), tensor.view(torch.int16)
+        ), name
