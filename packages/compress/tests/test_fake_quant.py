@@ -1,7 +1,7 @@
 """``--export fake-quant`` and ``--export compressed`` are one model: the fake-quant checkpoint's dense weights are
 bit for bit what dequantizing the compressed checkpoint gives (its stored integers, scales and zero points, in the
-storage dtype), for rtn, gptq and awq, with per-layer group sizes (the odd tiny Llama asked for groups of 32 gets 18
-on its 36-wide projections and 24 on down_proj).
+storage dtype), for rtn and gptq (symmetric) and awq (asymmetric: zero points), with per-layer group sizes (the
+odd tiny Llama asked for groups of 32 gets 18 on its 36-wide projections and 24 on down_proj) and per channel.
 
 The compressed checkpoint is dequantized here from model.safetensors: the packed integers are unpacked with
 compressed-tensors' own ``unpack_from_int32``, then ``(q - zero_point) * scale`` per group is computed exactly in
@@ -21,7 +21,13 @@ from comptrust_core import read_manifest
 from safetensors.torch import load_file
 
 CALIB: dict[str, Any] = {"calib_samples": 4, "calib_seqlen": 32, "calib_seed": 2}
-METHODS: dict[str, dict[str, Any]] = {"rtn": {}, "gptq": CALIB, "awq": CALIB}
+CASES: dict[str, dict[str, Any]] = {
+    "rtn-g32": {"method": "rtn", "group_size": 32},
+    "gptq-g32": {"method": "gptq", "group_size": 32, **CALIB},
+    "awq-g32": {"method": "awq", "group_size": 32, **CALIB},
+    "rtn-channel": {"method": "rtn", "group_size": -1},
+    "awq-channel": {"method": "awq", "group_size": -1, **CALIB},
+}
 _QUANT_SUFFIXES = (".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape", ".weight_g_idx")
 
 
@@ -52,7 +58,7 @@ def _dequantized(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch
             if any(_targets(target, prefix) for target in group["targets"])
         ]
         bits = args["num_bits"]
-        assert args["strategy"] == "group" and args["actorder"] in (None, "static")  # contiguous groups, no g_idx
+        assert args["strategy"] in ("group", "channel") and args["actorder"] in (None, "static")  # contiguous, no g_idx
         shape = stored[f"{prefix}.weight_shape"]
         rows, columns = shape.tolist()
         scale = stored[f"{prefix}.weight_scale"]
@@ -67,7 +73,7 @@ def _dequantized(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch
         )
         exact = (ints - zero.unsqueeze(-1)) * scale.to(torch.float32).unsqueeze(-1)
         weights[f"{prefix}.weight"] = exact.reshape(rows, columns).to(scale.dtype)
-        sizes[prefix] = columns // groups
+        sizes[prefix] = -1 if args["strategy"] == "channel" else columns // groups
     others = {key: value for key, value in stored.items() if not key.endswith(_QUANT_SUFFIXES)}
     return weights, others, sizes
 
@@ -78,28 +84,24 @@ def _targets(target: str, name: str) -> bool:
     return re.fullmatch(target.removeprefix("re:"), name) is not None if target.startswith("re:") else target == name
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_fake_quant_is_the_dequantized_compressed_checkpoint(method: str, odd_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", list(CASES))
+def test_fake_quant_is_the_dequantized_compressed_checkpoint(case: str, odd_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("llmcompressor", reason="the quantizing methods need llm-compressor")
-    settings: dict[str, Any] = {"bits": 4, "group_size": 32, **METHODS[method]}
+    settings: dict[str, Any] = {"bits": 4, **CASES[case]}
+    method = settings["method"]
     folders = {
         export: compress(
             CompressConfig(
-                model=str(odd_model),
-                method=method,
-                out=tmp_path / export,
-                device="cpu",
-                ppl_tokens=64,
-                export=export,
-                **settings,
+                model=str(odd_model), out=tmp_path / export, device="cpu", ppl_tokens=64, export=export, **settings
             )
         )
         for export in ("compressed", "fake-quant")
     }
     dequantized, others, sizes = _dequantized(folders["compressed"])
     assert len(dequantized) == 14  # 7 Linears in each of the 2 layers
-    assert set(sizes.values()) == {18, 24}
-    assert read_manifest(folders["fake-quant"]).method.group_size_by_layer == sizes
+    per_channel = settings["group_size"] == -1
+    assert set(sizes.values()) == ({-1} if per_channel else {18, 24})
+    assert read_manifest(folders["fake-quant"]).method.group_size_by_layer == ({} if per_channel else sizes)
 
     fake = load_file(str(folders["fake-quant"] / "model.safetensors"))
     assert set(fake) == set(dequantized) | set(others)
