@@ -116,3 +116,35 @@ def test_fake_quant_is_the_dequantized_compressed_checkpoint(case: str, odd_mode
         assert fake[name].dtype == tensor.dtype and torch.equal(
             fake[name].view(torch.int16), tensor.view(torch.int16)
         ), name
+
+
+def test_fake_quant_reaches_an_offloaded_module(tmp_path: Path) -> None:
+    """On a GPU run llm-compressor leaves every module offloaded, so ``module.weight`` is a temporary onloaded copy:
+    the fake-quant weight must be written back through the offload. Disk offloading, which also onloads a fresh copy
+    on every access, stands in for the GPU here."""
+    pytest.importorskip("llmcompressor", reason="the quantizing methods need llm-compressor")
+    from compressed_tensors.offload.module import offload_module, remove_module_offload
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization.lifecycle.forward import dequantize, quantize
+    from compressed_tensors.quantization.lifecycle.initialize import initialize_module_for_quantization
+    from comptrust_compress.methods._llmcompressor import fake_quantize_in_place
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 8, bias=False, dtype=torch.bfloat16)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=32)
+    initialize_module_for_quantization(linear, QuantizationScheme(targets=["Linear"], weights=args))
+    scale = linear.get_parameter("weight_scale")
+    with torch.no_grad():
+        scale.copy_(linear.weight.abs().reshape(8, 2, 32).amax(-1) / 7)
+    original = linear.weight.detach().clone()
+    ints = quantize(original, scale, None, args, dtype=torch.int8)
+    expected = dequantize(ints, scale, None, args)
+    assert expected.dtype == torch.bfloat16 and not torch.equal(expected, original)
+
+    offload_module(linear, "cpu", "disk", offload_dir=str(tmp_path))
+    assert linear.weight is not linear.weight  # every access onloads a new copy
+    assert fake_quantize_in_place(torch.nn.Sequential(linear), torch.bfloat16) == 1
+    remove_module_offload(linear, onload_tensors=True)
+    assert list(dict(linear.named_parameters())) == ["weight"]  # scale and zero point gone
+    assert torch.equal(linear.weight.view(torch.int16), expected.view(torch.int16))
+    assert not hasattr(linear, "quantization_scheme")

@@ -167,7 +167,7 @@ def fake_quantize_in_place(model: Any, storage_dtype: torch.dtype) -> int:
     from compressed_tensors.compressors.base import BaseCompressor
     from compressed_tensors.compressors.format import infer_module_format
     from compressed_tensors.config import CompressionFormat
-    from compressed_tensors.utils import get_direct_state_dict
+    from compressed_tensors.utils import get_direct_state_dict, replace_direct_state_dict
 
     model.to(storage_dtype)
     count = 0
@@ -181,16 +181,16 @@ def fake_quantize_in_place(model: Any, storage_dtype: torch.dtype) -> int:
             compressor: Any = BaseCompressor.get_value_from_registry(form.value)
             state = get_direct_state_dict(module)
             restored = compressor.decompress(compressor.compress(state, scheme), scheme)["weight"]
-            weight = module.weight
+            weight = state["weight"]
             if restored.shape != weight.shape or restored.dtype != weight.dtype:
                 raise RuntimeError(
                     f"compressed-tensors' {form.value} round trip gave a {restored.dtype} {tuple(restored.shape)} "
                     f"weight for a {weight.dtype} {tuple(weight.shape)} one"
                 )
-            weight.data.copy_(restored)
-            for name in _QUANT_PARAMS:
-                if hasattr(module, name):
-                    delattr(module, name)
+            # Written back as the compressor writes a module's state, which also reaches the stored copy of a module
+            # that llm-compressor left offloaded (on a GPU run, ``module.weight`` is a temporary onloaded copy).
+            kept = {name: value for name, value in state.items() if name not in _QUANT_PARAMS}
+            replace_direct_state_dict(module, {**kept, "weight": restored})
             for name in _QUANT_ATTRS:
                 if hasattr(module, name):
                     delattr(module, name)
