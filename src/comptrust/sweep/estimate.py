@@ -43,31 +43,31 @@ class Assumptions:
 
 
 DEFAULTS: dict[str, Assumptions] = {
-    # SmolLM2-135M on the CPU, the embedded server, the quick suite at 16 in flight: examples/quickstart.toml, run
-    # twice on 2026-11-23 with `uv run sweep examples/quickstart.toml` on the project's 2-core machine while other
-    # work shared it (load average 3-5): 19m12s and 16m46s in all. Each figure is the two runs' mean, from their
-    # sweep-state.json (compress_s; startup_s; requests over evaluate_s, 52 requests per checkpoint). Compression
-    # includes loading the model and two perplexity passes; AWQ's grid search dominates it. The pruned checkpoints
-    # answer 3-5x slower: their generations run to the token limit. On an idle machine everything is faster.
+    # SmolLM2-135M on the CPU, the embedded server, the quick suite at 16 in flight: examples/quickstart.toml from a
+    # fresh clone on 2026-11-23, on the project's idle 2-core machine (load average below 1): 6m30s in all. Each
+    # figure is that run's own, from its sweep-state.json (compress_s; startup_s; 52 requests over evaluate_s).
+    # Compression includes loading the model and two perplexity passes; AWQ's grid search dominates it. On the same
+    # machine shared with other work (load average 3-5) two runs took 16m46s and 19m12s: every stage 2.5-3x slower,
+    # pruned checkpoints' requests most of all (their long generations compete for the cores).
     "cpu": Assumptions(
         compress_s={
-            "dense": 38.0,
-            "gptq": 53.0,
-            "awq": 280.0,
-            "magnitude": 24.0,
-            "sparsegpt": 153.0,
-            "wanda": 74.0,
-            "*": 100.0,
+            "dense": 26.0,
+            "gptq": 36.0,
+            "awq": 94.0,
+            "magnitude": 10.0,
+            "sparsegpt": 30.0,
+            "wanda": 16.0,
+            "*": 40.0,
         },
-        startup_s=15.0,
+        startup_s=12.5,
         requests_per_s={
-            "dense": 1.4,
-            "gptq": 3.0,
-            "awq": 2.2,
-            "magnitude": 0.5,
-            "sparsegpt": 0.78,
-            "wanda": 0.55,
-            "*": 1.0,
+            "dense": 4.0,
+            "gptq": 3.4,
+            "awq": 3.6,
+            "magnitude": 3.6,
+            "sparsegpt": 3.9,
+            "wanda": 3.7,
+            "*": 3.5,
         },
     ),
     # A 13B model on one H100-class GPU with TGI (the paper plan): not measured by comptrust; order-of-magnitude
