@@ -145,6 +145,18 @@ HEAD = "[study]\nname = 'x'\n[[models]]\nname = 'm'\nsource = 's'\n"
         ("[[methods]]\nname = 'dense'\n[evaluate]\nsample_seed = 1\n", 8, "evaluate", "give sample"),
         ("[[methods]]\nname = 'dense'\n[evaluate]\nlimit = 0\n", 9, "evaluate.limit", "greater than or equal"),
         ("[[methods]]\nname = 'dense'\n[analyze]\nvariant = 'dt-other'\n", 9, "analyze.variant", "dt-main"),
+        (
+            "[[methods]]\nname = 'dense'\n[evaluate]\ntoxicity_scorer = 'detoxify'\n",
+            9,
+            "evaluate.toxicity_scorer",
+            "'detoxify' is not a toxicity scorer; choose one of hf, offline",
+        ),
+        (
+            "[[methods]]\nname = 'dense'\n[evaluate]\nrefusal_detectors = ['broad', 'clasifier']\n",
+            9,
+            "evaluate.refusal_detectors",
+            "'clasifier' is not a refusal detector; choose from",
+        ),
     ],
 )
 def test_bad_plans_name_the_key_and_its_line(body: str, line: int, where: str, match: str) -> None:

@@ -453,6 +453,9 @@ FORWARDED = {
     "data_dir": "data_dir",
     "max_concurrency": "max_concurrency",
     "rps": "rps",
+    "toxicity_scorer": "toxicity_scorer",
+    "toxicity_options": "toxicity_options",
+    "refusal_detectors": "refusal_detectors",
 }
 
 
@@ -462,7 +465,9 @@ def test_every_evaluate_key_reaches_evaluate_config(tmp_path: Path) -> None:
     suite, data = packaged / "suites" / "quick.toml", packaged / "quick"
     extra = f'[evaluate]\nsuite = "{suite.as_posix()}"\ntasks = ["toxicity", "fairness"]\nlimit = 1\nsample = 0.9\n'
     extra += f'sample_seed = 3\ndt_compat = true\ndata_dir = "{data.as_posix()}"\nmax_concurrency = 4\nrps = 2.5\n'
+    extra += 'toxicity_scorer = "hf"\nrefusal_detectors = ["classifier", "dt-toxicity"]\n'
     extra += "[evaluate.limits]\ntoxicity = 2\n"
+    extra += '[evaluate.toxicity_options]\nmodel = "some/classifier"\nbatch_size = 8\n'
     expected = {
         "suite": str(suite),
         "tasks": ("toxicity", "fairness"),
@@ -474,6 +479,9 @@ def test_every_evaluate_key_reaches_evaluate_config(tmp_path: Path) -> None:
         "data_dir": data,
         "max_concurrency": 4,
         "rps": 2.5,
+        "toxicity_scorer": "hf",
+        "toxicity_options": (("batch_size", "8"), ("model", "some/classifier")),
+        "refusal_detectors": ("classifier", "dt-toxicity"),
     }
     assert set(expected) == set(FORWARDED.values())
     default = evaluate_config(parse_plan(_plan(tmp_path)), tmp_path / "run", EndpointSpec(url="http://127.0.0.1:1"))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from comptrust_compress import CompressConfig
 from comptrust_core import ConfigError
+from comptrust_evaluate import detector_names, scorer_names
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comptrust.sweep._lines import key_lines, line_of
@@ -176,6 +177,32 @@ class EvaluatePlan(_Strict):
     data_dir: str | None = Field(default=None, description="a DecodingTrust checkout's data/ folder")
     max_concurrency: int = Field(default=16, ge=1)
     rps: float | None = Field(default=None, gt=0)
+    toxicity_scorer: str = Field(
+        default="offline", description="scores toxicity answers: offline, perspective, hf, or none (evaluate's names)"
+    )
+    toxicity_options: dict[str, str | int | float] = Field(
+        default_factory=dict, description='the scorer\'s options, e.g. {key_env = "PERSPECTIVE_API_KEY", qps = 1}'
+    )
+    refusal_detectors: list[str] = Field(
+        default_factory=list, description="more refusal detectors judging every answer (evaluate --refusal-detector)"
+    )
+
+    @field_validator("toxicity_scorer")
+    @classmethod
+    def _scorer(cls, v: str) -> str:
+        known = [*scorer_names(), "none"]
+        if v not in known:
+            raise ValueError(f"{v!r} is not a toxicity scorer; choose one of {', '.join(known)}")
+        return v
+
+    @field_validator("refusal_detectors")
+    @classmethod
+    def _detectors(cls, v: list[str]) -> list[str]:
+        known = detector_names()
+        for name in v:
+            if name not in known:
+                raise ValueError(f"{name!r} is not a refusal detector; choose from {', '.join(known)}")
+        return v
 
     @field_validator("tasks")
     @classmethod

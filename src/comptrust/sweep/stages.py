@@ -173,6 +173,9 @@ def evaluate_config(
         sample=ev.sample,
         sample_seed=0 if ev.sample_seed is None else ev.sample_seed,
         dt_compat=ev.dt_compat,
+        toxicity_scorer=ev.toxicity_scorer,
+        toxicity_options=tuple((k, str(v)) for k, v in sorted(ev.toxicity_options.items())),
+        refusal_detectors=tuple(dict.fromkeys(ev.refusal_detectors)),
         retry_errors=retry_errors,
         progress=progress,
     )
