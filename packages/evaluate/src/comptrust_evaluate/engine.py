@@ -28,7 +28,7 @@ from comptrust_evaluate.config import Limits, RetryPolicy, Timeouts
 from comptrust_evaluate.plan import Unit, WorkItems
 from comptrust_evaluate.progress import ProgressReporter
 from comptrust_evaluate.protocols import Generation, ProtocolClient, ProtocolError
-from comptrust_evaluate.record_builder import build_record
+from comptrust_evaluate.record_builder import add_verdict, build_record
 from comptrust_evaluate.refusal import RefusalDetector
 from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
 from comptrust_evaluate.store import RecordWriter
@@ -237,7 +237,7 @@ class _Finisher:
     no longer delays the requests that replace them. A kill -9 still loses only what was in flight or had finished
     in the last turn (which a resume redoes)."""
 
-    def __init__(self, job: EndpointJob, progress: ProgressReporter, feed: _Feed | None = None) -> None:
+    def __init__(self, job: EndpointJob, progress: ProgressReporter, feed: _Feed) -> None:
         self.job = job
         self.progress = progress
         self.feed = feed
@@ -269,8 +269,7 @@ class _Finisher:
                 name, ok=record.status == "ok", refused=bool(record.refusal), tokens=record.completion_tokens or 0
             )
         writer.flush()
-        if self.feed is not None:
-            self.feed.fill(len(queue))  # the next units those workers will take, enumerated off their critical path
+        self.feed.fill(len(queue))  # the next units those workers will take, enumerated off their critical path
 
 
 async def _refusal_fields(job: EndpointJob, text: str, into: tuple[list[ScoreField], list[Attribute]]) -> None:
@@ -280,9 +279,7 @@ async def _refusal_fields(job: EndpointJob, text: str, into: tuple[list[ScoreFie
             verdict = await asyncio.get_running_loop().run_in_executor(job.refusal_pool, detector.detect, text)
         else:
             verdict = detector.detect(text)
-        into[0].append(ScoreField(name="refusal", value=float(verdict.refused), variant=detector.name))
-        if verdict.rule:
-            into[1].append(Attribute(name=f"refusal_{detector.name}_rule", value=verdict.rule))
+        add_verdict(detector.name, verdict, *into)
 
 
 def open_session(concurrency: int, timeouts: Timeouts, headers: dict[str, str]) -> aiohttp.ClientSession:

@@ -10,10 +10,10 @@ from comptrust_core import Attribute, Endpoint, Record, ScoreField
 
 from comptrust_evaluate.plan import Unit
 from comptrust_evaluate.protocols import Generation, ProtocolClient
-from comptrust_evaluate.refusal import get_detector
+from comptrust_evaluate.refusal import Verdict, get_detector
 from comptrust_evaluate.tasks import Outcome
 
-__all__ = ["build_record", "trusted_record"]
+__all__ = ["add_verdict", "build_record", "trusted_record"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ def trusted_record(**values: Any) -> Record:
     object.__setattr__(record, "__pydantic_extra__", None)
     object.__setattr__(record, "__pydantic_private__", None)
     return record
+
+
+def add_verdict(detector: str, verdict: Verdict, scores: list[ScoreField], attributes: list[Attribute]) -> None:
+    """A verdict of a detector besides the task's own, as a ``refusal`` score of variant ``detector`` and a
+    ``refusal_<detector>_rule`` attribute naming the rule that fired (if one did)."""
+    scores.append(ScoreField(name="refusal", value=float(verdict.refused), variant=detector))
+    if verdict.rule:
+        attributes.append(Attribute(name=f"refusal_{detector}_rule", value=verdict.rule))
 
 
 def _judge(unit: Unit, generation: Generation) -> tuple[Outcome | None, str | None]:
@@ -84,10 +92,7 @@ def build_record(
         attributes.extend(extra_attributes)
         if verdict is not None and verdict.detector != "broad":
             assert generation is not None
-            broad = get_detector("broad").detect(generation.text)
-            scores.append(ScoreField(name="refusal", value=float(broad.refused), variant="broad"))
-            if broad.rule:
-                attributes.append(Attribute(name="refusal_broad_rule", value=broad.rule))
+            add_verdict("broad", get_detector("broad").detect(generation.text), scores, attributes)
     # every field is built here from already-validated parts, and the status/error/scores invariants hold by
     # construction above: skipping pydantic's re-validation is a large share of the per-request CPU cost
     return trusted_record(
