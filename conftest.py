@@ -1,7 +1,28 @@
-"""Suite-wide test settings: nothing may reach a model hub or download weights during tests."""
+"""Suite-wide test settings.
 
+- Nothing may reach a model hub or download weights during tests.
+- Ctrl-C works in-process whatever launched the suite: a background job of a non-interactive shell (``cmd &`` in a
+  script, some CI runners) starts with SIGINT ignored, Python then keeps it ignored, and a SIGINT a test sends to
+  itself is discarded (the fleet-interrupt tests hung on exactly that). The suite restores Python's own handler.
+- Every test has a time limit (``timeout`` in pyproject.toml; longer ones carry ``@pytest.mark.timeout(N)``). The
+  limit fails the test and prints every thread's stack (pytest-timeout's signal method); if the test cannot be
+  interrupted (stuck in C), faulthandler prints every thread's stack and ends the run a minute later.
+- Tests leave no process-wide state behind: :func:`_no_leaked_process_state` fails the test that changes a signal
+  handler or the signal mask, an environment variable, a logging handler or level, the working directory, or leaves
+  a thread running.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -10,17 +31,152 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-_BACKEND_OUTPUT_ENV = ("TQDM_DISABLE", "LLM_COMPRESSOR_LOG_LEVEL")
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+_HARD_STOP_GRACE_S = float(os.environ.get("COMPTRUST_TEST_HARD_STOP_GRACE_S", "60"))
+"""How long after a test's own limit faulthandler ends the run, when pytest-timeout could not stop the test."""
+
+_THREAD_GRACE_S = 5.0
+"""How long a thread a test started may take to finish after the test before it counts as leaked."""
+
+_PROCESS_THREADS = ("tqdm._monitor.TMonitor",)
+"""Threads a library starts once per process and keeps on purpose (tqdm's monitor), never a test's leak."""
+
+
+def _test_limit(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    if marker is not None and "timeout" in marker.kwargs:
+        return float(marker.kwargs["timeout"])
+    return float(item.config.getini("timeout") or 0)
+
+
+_HARD_STOP_FD = pytest.StashKey[int]()
+"""A copy of the real stderr, taken while output is not captured: during a test, file descriptor 2 is pytest's
+capture file, whose contents are lost when faulthandler ends the process."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_HARD_STOP_FD] = os.dup(sys.__stderr__.fileno() if sys.__stderr__ is not None else 2)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HARD_STOP_FD in config.stash:
+        os.close(config.stash[_HARD_STOP_FD])
+        del config.stash[_HARD_STOP_FD]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    limit = _test_limit(item)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + _HARD_STOP_GRACE_S, exit=True, file=item.config.stash[_HARD_STOP_FD])
+    try:
+        yield
+    finally:
+        if limit > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _environ() -> dict[str, str]:
+    # pytest itself names the running test and phase in PYTEST_CURRENT_TEST
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+def _signal_state() -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for sig in signal.valid_signals():
+        # SIGALRM belongs to pytest-timeout, which sets its handler per test and resets it when a test fails
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGALRM):
+            continue
+        try:
+            state[signal.Signals(sig).name] = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+    state["mask"] = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return state
+
+
+def _own_handlers(logger: logging.Logger) -> tuple[logging.Handler, ...]:
+    # pytest's logging plugin adds and removes its own capture handlers around every phase of every test
+    return tuple(h for h in logger.handlers if not type(h).__module__.startswith("_pytest"))
+
+
+def _logging_state() -> dict[str, Any]:
+    loggers: dict[str, logging.Logger] = {"<root>": logging.getLogger()}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            loggers[name] = logger
+    return {
+        name: (_own_handlers(logger), logger.level, logger.propagate, logger.disabled)
+        for name, logger in loggers.items()
+    }
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: {before.get(key, '<unset>')!r} -> {after.get(key, '<unset>')!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, "<unset>") != after.get(key, "<unset>")
+    ]
+
+
+def _is_process_thread(thread: threading.Thread) -> bool:
+    kind = type(thread)
+    return f"{kind.__module__}.{kind.__qualname__}" in _PROCESS_THREADS
+
+
+def _leftover_threads(before: set[int]) -> list[threading.Thread]:
+    deadline = time.monotonic() + _THREAD_GRACE_S
+    while True:
+        left = [
+            t
+            for t in threading.enumerate()
+            if t.ident not in before and t.is_alive() and t is not threading.current_thread()
+        ]
+        left = [t for t in left if not _is_process_thread(t)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
-def _keep_backend_output_env() -> Iterator[None]:
-    """A `compress` or `sweep` main called in-process with stdout captured quiets llm-compressor through environment
-    variables for the rest of the process (as the CLIs should); this keeps that to the test that called it."""
-    saved = {name: os.environ.get(name) for name in _BACKEND_OUTPUT_ENV}
+def _no_leaked_process_state() -> Iterator[None]:
+    """Fail the test that leaves process-wide state changed; put back what can be put back, so the next test
+    starts clean."""
+    signals, environ, logs = _signal_state(), _environ(), _logging_state()
+    cwd = os.getcwd()
+    threads = {t.ident for t in threading.enumerate() if t.ident is not None}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    leaks: list[str] = []
+    if (now_signals := _signal_state()) != signals:
+        leaks += [f"signal {line}" for line in _changed(signals, now_signals)]
+        for name, handler in signals.items():
+            if name != "mask" and handler is not None and now_signals.get(name) != handler:
+                signal.signal(signal.Signals[name], handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [signal.Signals(s) for s in signals["mask"]])
+    if (now_environ := _environ()) != environ:
+        leaks += [f"environment {line}" for line in _changed(environ, now_environ)]
+        for name in now_environ.keys() - environ.keys():
+            del os.environ[name]
+        os.environ.update(environ)
+    if (now_logs := _logging_state()) != logs:
+        leaks += [f"logger {line}" for line in _changed(logs, now_logs) if line.split(":")[0] in logs]
+        for name, (handlers, level, propagate, disabled) in logs.items():
+            logger = logging.getLogger() if name == "<root>" else logging.getLogger(name)
+            for handler in _own_handlers(logger):
+                if handler not in handlers:
+                    logger.removeHandler(handler)
+            for handler in handlers:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled
+    if os.getcwd() != cwd:
+        leaks.append(f"working directory: {cwd} -> {os.getcwd()}")
+        os.chdir(cwd)
+    leaks += [f"thread still running: {t.name} ({type(t).__qualname__})" for t in _leftover_threads(threads)]
+    if leaks:
+        pytest.fail("the test left process-wide state behind:\n  " + "\n  ".join(leaks), pytrace=False)

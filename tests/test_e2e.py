@@ -39,6 +39,7 @@ limit = 1
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sweep_end_to_end_with_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "study"
     plan = tmp_path / "plan.toml"
@@ -120,6 +121,7 @@ limit = 1
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_one_failing_checkpoint_does_not_stop_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "study"
     plan = tmp_path / "plan.toml"

@@ -100,6 +100,7 @@ def _check_against_transformers(folder: Path, runs: dict[str, Path]) -> int:
     return checked
 
 
+@pytest.mark.timeout(120)
 def test_beyond_perplexity_through_the_embedded_server_with_a_tiny_model(tmp_path: Path) -> None:
     folder = build_tiny_checkpoint(tmp_path / "tiny")
     suite = tmp_path / "suite.toml"
@@ -122,6 +123,7 @@ def test_beyond_perplexity_through_the_embedded_server_with_a_tiny_model(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_perplexity_from_smollm2_prompt_logprobs_equals_transformers(tmp_path: Path) -> None:
     folder = resolve_model("smollm2-135m-instruct").path
     suite = tmp_path / "suite.toml"

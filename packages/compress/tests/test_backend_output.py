@@ -24,7 +24,8 @@ class _Terminal(io.StringIO):
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in (*QUIET_ENV, "LLM_COMPRESSOR_LOG_DISABLED"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded as it was (set or not), so what the test sets is undone
+        monkeypatch.delenv(name)
     yield
 
 
@@ -107,6 +108,7 @@ def test_on_a_terminal_llmcompressor_logs_stay_as_they_are(
     assert "Quantizing 1 module(s)" in out and "error 219.76" in out and caplog.records == []
 
 
+@pytest.mark.timeout(120)
 def test_compress_into_a_pipe_shows_no_bars_nor_per_layer_lines(tiny_model: Path, work: Path) -> None:
     """The whole CLI with stdout a pipe: gptq's calibration bars and per-layer METRIC/INFO lines are gone, the path
     is printed, comptrust's own log lines stay."""

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_smollm2_magnitude_half(tmp_path: Path) -> None:
     out = compress(
         CompressConfig(
@@ -66,6 +67,7 @@ SMALL_CALIB: dict[str, Any] = {"calib_samples": 8, "calib_seqlen": 128, "calib_s
         ("wanda", {"pattern": "2:4", **SMALL_CALIB}),
     ],
 )
+@pytest.mark.timeout(400)
 def test_smollm2_llm_compressor_methods(tmp_path: Path, method: str, options: dict[str, Any]) -> None:
     out = compress(
         CompressConfig(

@@ -92,6 +92,7 @@ def cli_run(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[tuple[subprocess.
             process.wait()
 
 
+@pytest.mark.timeout(120)
 def test_serve_runs_until_sigint_then_stops_cleanly(cli_run: tuple[subprocess.Popen[bytes], list[Endpoint]]) -> None:
     process, endpoints = cli_run
     (endpoint,) = endpoints
@@ -108,6 +109,7 @@ def test_serve_runs_until_sigint_then_stops_cleanly(cli_run: tuple[subprocess.Po
     assert not probe(endpoint.url, timeout_s=0.5)
 
 
+@pytest.mark.timeout(120)
 def test_servers_exit_when_serve_is_killed(cli_run: tuple[subprocess.Popen[bytes], list[Endpoint]]) -> None:
     process, (endpoint,) = cli_run
     child = int(endpoint.handle or 0)
@@ -119,6 +121,7 @@ def test_servers_exit_when_serve_is_killed(cli_run: tuple[subprocess.Popen[bytes
     assert not process_running(child)
 
 
+@pytest.mark.timeout(120)
 def test_serve_exits_non_zero_when_a_server_dies(cli_run: tuple[subprocess.Popen[bytes], list[Endpoint]]) -> None:
     process, (endpoint,) = cli_run
     os.kill(int(endpoint.handle or 0), signal.SIGKILL)

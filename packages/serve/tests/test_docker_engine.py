@@ -351,6 +351,7 @@ def test_name_taken_is_an_error_naming_serve_stop(engine: Engine, tmp_path: Path
     assert main(["stop", spec.name]) == 0
 
 
+@pytest.mark.timeout(120)
 def test_sigterm_while_starting_removes_the_half_started_container(engine: Engine, tmp_path: Path) -> None:
     out, model = tmp_path / "endpoints.json", _checkpoint(tmp_path / "starting", marker="HANG")
     argv = [*CLI, "--launcher", "docker", "--image", IMAGE, "--model", str(model), "--endpoints-out", str(out)]

@@ -87,6 +87,7 @@ def fleet_models(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.Monk
     return models
 
 
+@pytest.mark.timeout(180)
 def test_fleet_places_checkpoints_on_gpus_and_survives_a_failure(fleet_models: list[Path], tmp_path: Path) -> None:
     checkpoints = [open_checkpoint(m) for m in fleet_models]
     options = LaunchOptions(gpus=(0, 1, 2, 3, 4, 5), num_shard=2, log_dir=tmp_path / "logs", startup_timeout_s=120)
@@ -182,6 +183,9 @@ class _StartingLauncher:
 
 def _interrupt_main_when(ready: Callable[[], bool]) -> threading.Thread:
     """A thread that sends SIGINT to the main thread (as Ctrl-C does) once ``ready()``."""
+    # Ignored SIGINT (inherited from a background launch) would be discarded and launch_fleet never interrupted; the
+    # suite's conftest.py restores Python's handler. Fail here, not by hanging, if that ever stops holding.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "SIGINT must raise KeyboardInterrupt here"
 
     def interrupt() -> None:
         deadline = time.monotonic() + 120
@@ -245,6 +249,7 @@ def serve_cli(argv: list[str], env: dict[str, str] | None = None) -> Iterator[su
             process.wait()
 
 
+@pytest.mark.timeout(180)
 def test_serve_cli_fleet_reports_the_failure_keeps_the_rest_and_stops_on_sigterm(
     fleet_models: list[Path], tmp_path: Path
 ) -> None:

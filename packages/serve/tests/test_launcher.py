@@ -124,6 +124,7 @@ def test_a_busy_port_is_refused_before_anything_starts(fake_launcher: None, tiny
             launch_checkpoint(open_checkpoint(tiny_checkpoint), "fake", LaunchOptions(port=port))
 
 
+@pytest.mark.timeout(120)
 def test_embedded_launcher_serves_in_a_child_and_stops_it(
     with_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,6 +133,7 @@ def post(url: str, body: dict[str, Any], key: str | None = None) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.timeout(120)
 def test_process_launcher_runs_tgi_with_its_flags_gpus_and_key_then_stops_it(
     fake_path: Path, quantized: Checkpoint, tmp_path: Path
 ) -> None:
@@ -168,6 +169,7 @@ def test_process_launcher_runs_tgi_with_its_flags_gpus_and_key_then_stops_it(
     assert secret not in handle.log_path.read_text()
 
 
+@pytest.mark.timeout(120)
 def test_process_launcher_runs_vllm_as_an_openai_endpoint(
     fake_path: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -195,6 +197,7 @@ def test_an_engine_that_is_not_installed_is_a_clear_error(tiny_checkpoint: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.timeout(120)
 def test_an_engine_that_fails_is_reported_with_its_log_tail(
     fake_path: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -218,6 +221,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.timeout(120)
 def test_the_engine_dies_with_the_process_that_launched_it(
     fake_path: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -281,6 +285,7 @@ def test_auto_picks_docker_only_with_an_engine_and_a_gpu_and_says_why_not() -> N
     assert launcher.name == "docker" and skipped == []
 
 
+@pytest.mark.timeout(120)
 def test_sigterm_to_the_guard_stops_the_engine(fake_path: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     handle = launch_checkpoint(open_checkpoint(tiny_checkpoint), "process", LaunchOptions(startup_timeout_s=120))
     try:

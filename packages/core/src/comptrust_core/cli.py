@@ -20,7 +20,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "comptrust") -> int:
-    """Run a command's main; turn a :class:`ComptrustError` into ``prog: error: ...`` on stderr and its exit code."""
+    """Run a command's main; turn a :class:`ComptrustError` into ``prog: error: ...`` on stderr and its exit code.
+
+    A command set up for its own process (logging, environment variables that quiet a backend) may also be called
+    in-process (a notebook, a test, another command): what it changed of the environment and of the root logger is
+    put back when it returns, so the caller's process is left as it was."""
+    environ = dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         return main(argv)
     except ComptrustError as exc:
@@ -29,3 +36,11 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
