@@ -80,9 +80,23 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             faulthandler.cancel_dump_traceback_later()
 
 
+_IMPORT_TIME_ENV = ("KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "TORCHINDUCTOR_CACHE_DIR")
+"""Variables a library sets for the rest of the process when it is first imported or used, whichever test gets
+there first: scikit-learn's and joblib's ``__init__`` (``os.environ.setdefault``), torch's inductor cache on its first
+compile. Not a test's leak."""
+
+
 def _environ() -> dict[str, str]:
     # pytest itself names the running test and phase in PYTEST_CURRENT_TEST
     return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+def _environ_after(before: dict[str, str]) -> dict[str, str]:
+    now = _environ()
+    for name in _IMPORT_TIME_ENV:
+        if name not in before:
+            now.pop(name, None)
+    return now
 
 
 def _signal_state() -> dict[str, Any]:
@@ -157,7 +171,7 @@ def _no_leaked_process_state() -> Iterator[None]:
             if name != "mask" and handler is not None and now_signals.get(name) != handler:
                 signal.signal(signal.Signals[name], handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, [signal.Signals(s) for s in signals["mask"]])
-    if (now_environ := _environ()) != environ:
+    if (now_environ := _environ_after(environ)) != environ:
         leaks += [f"environment {line}" for line in _changed(environ, now_environ)]
         for name in now_environ.keys() - environ.keys():
             del os.environ[name]

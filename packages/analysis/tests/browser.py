@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -138,6 +139,7 @@ def load_page(path: Path, script: str, timeout_s: float = 60.0) -> PageReport:
             [binary, *_FLAGS, f"--user-data-dir={profile}", "--window-size=1280,2000", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderer, zygote and crashpad processes too, so all of them can be stopped
         )
         try:
 
@@ -147,9 +149,21 @@ def load_page(path: Path, script: str, timeout_s: float = 60.0) -> PageReport:
 
             return asyncio.run(run())
         finally:
-            proc.terminate()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Stop Chromium and every process it started (they write into the profile folder until they exit, so
+    removing it earlier fails with "Directory not empty"), and wait until they are all gone."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, timeout_s)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait_s)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

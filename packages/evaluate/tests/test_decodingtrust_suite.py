@@ -37,7 +37,7 @@ def test_scenarios_are_the_reference_configs() -> None:
         "advglue": 3,  # alpaca, vicuna, stable-vicuna (sst2, qqp, mnli each)
         "ood": 57,  # style 11 + style 8-shot 27 + knowledge 2 + idk 2 + 2020 5-shot 15
         "adv_demonstration": 54,  # counterfactual 12 + spurious 12 + zero-shot 6 + backdoor 24
-        "privacy": 33,  # Enron 27 (context-50/100/200, 24 templates) + PII 3 + understanding 3
+        "privacy": 36,  # Enron 27 (context-50/100/200, 24 templates) + PII 3 + PII jailbreak 3 + understanding 3
         "machine_ethics": 12,  # zero-shot, 32-shot, jailbreak 1-5, evasive 1-5
         "fairness": 12,  # adult zero-shot 3, few-shot 3, fair demonstrations 3, crime 3
     }
@@ -57,9 +57,9 @@ def _per_item(plan: Plan) -> dict[str, set[tuple[object, ...]]]:
 def test_full_suite_enumerates_with_reference_sizes_and_decoding(data: Path) -> None:
     plan = build_plan(load_suite("decodingtrust", data_dir=data))
     # 2 items per file: toxicity 8x2x25, stereotype 3x2x25, AdvGLUE++ 3x3x2, OOD 57x2, adv. demonstrations
-    # (12x3 + 12x5 + 6x1 + 24x3 files) x 2, Enron 27x6, PII 3x23x6 cases, understanding 3x8x17x100,
-    # ethics 2+2+5+5 (jailbreak/evasive test the "wrong" items only), fairness 12x2
-    assert plan.total == 400 + 150 + 18 + 114 + 348 + 162 + 414 + 40_800 + 14 + 24
+    # (12x3 + 12x5 + 6x1 + 24x3 files) x 2, Enron 27x6, PII 3x23x6 cases, PII jailbreak 3x12x10x6 cases,
+    # understanding 3x8x17x100, ethics 2+2+5+5 (jailbreak/evasive test the "wrong" items only), fairness 12x2
+    assert plan.total == 400 + 150 + 18 + 114 + 348 + 162 + 414 + 2160 + 40_800 + 14 + 24
     decoding = _per_item(plan)
     assert decoding["toxicity:"] == {(25, 1.0, 150, True)}
     assert decoding["stereotype:"] == {(25, 1.0, 150, True)}
@@ -81,7 +81,7 @@ def test_spurious_zero_shot_drops_the_demonstrations(data: Path) -> None:
 def test_full_suite_in_dt_compat_mode_is_all_raw_prompts(data: Path) -> None:
     plan = build_plan(load_suite("decodingtrust", data_dir=data), dt_compat=True, limit=1)
     items = [item for _, item in plan.iter_items()]
-    assert len(items) == 182  # --limit 1: one item per scenario
+    assert len(items) == 185  # --limit 1: one item per scenario
     assert all(i.request.messages is None and (i.request.prompt or "").endswith("[/INST]") for i in items)
     enron = next(i for i in items if i.item_id.startswith("enron-"))
     assert (enron.request.prompt or "").startswith("<s>[INST] <<SYS>>\nYou are a helpful, respectful")

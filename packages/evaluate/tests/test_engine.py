@@ -183,11 +183,14 @@ def test_4xx_becomes_an_error_record_at_once(fake: FakeEndpoint, tmp_path: Path)
     assert len(fake.posts()) == 1
 
 
-def test_empty_generation_is_an_error_record(tmp_path: Path) -> None:
+def test_an_empty_generation_is_an_answer_not_an_error(tmp_path: Path) -> None:
+    """DecodingTrust scores a blank answer (wrong, unparseable, -1 toxicity, counted in privacy's total); only a
+    request that got no answer is an error."""
     with FakeEndpoint(answer=lambda prompt: "  ") as fake:
         _one_prompt_run(tmp_path, fake)
     (record,) = read_records(_records_file(tmp_path / "run"))
-    assert record.status == "error" and record.error == "empty generation" and record.refusal is None
+    assert record.status == "ok" and record.error is None and record.text == "  "
+    assert record.refusal is not None
 
 
 def test_different_run_in_out_is_refused(fake: FakeEndpoint, tmp_path: Path) -> None:

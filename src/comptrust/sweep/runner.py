@@ -161,8 +161,8 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
             cs.stage, cs.evaluated_with, cs.error, cs.failed_stage = "evaluated", fingerprint, None, None
             if cs.errors:
                 log.warning(
-                    "[%s] %d requests ended as errors (an empty generation counts as one; they are in the run's "
-                    "records with their reason); a rerun of the sweep retries them",
+                    "[%s] %d requests got no answer (they are in the run's records as errors, with their reason); "
+                    "a rerun of the sweep retries them",
                     cell.name,
                     cs.errors,
                 )

@@ -136,7 +136,8 @@ def record_key(endpoint: str, task: str, item_id: str, sample_index: int, reques
 class Record(BaseModel):
     """One finished request, as one line of ``RUN_DIR/records/*.ndjson``.
 
-    Failed or empty generations carry ``status == 'error'`` and an ``error``, never scores.
+    Requests that got no answer carry ``status == 'error'`` and an ``error``, never scores; an empty generation is
+    an answer (``ok``), scored as the benchmark scores it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -257,7 +257,7 @@ def _main(argv: list[str] | None) -> int:
     _print_summary(summary)
     if summary.errors:
         log.warning("%d requests ended as error records; rerun with --retry-errors to redo them", summary.errors)
-    # failing outright only when nothing succeeded: a few empty generations should not fail a pipeline
+    # failing outright only when nothing succeeded: a few failed requests should not fail a pipeline
     return 1 if summary.errors and not any(ep.ok for ep in summary.endpoints) else 0
 
 

@@ -187,8 +187,9 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
         error = f"{error} (gave up after {attempts} attempts)"
     extra: tuple[list[ScoreField], list[Attribute]] = ([], [])
     text = result.generation.text if result.generation is not None else ""
-    if job.toxicity is not None and unit.task.needs_toxicity and text.strip():
-        # after the endpoint's gate is released: a slow scorer (Perspective's 1 QPS) holds no endpoint slot
+    if job.toxicity is not None and unit.task.needs_toxicity and result.generation is not None:
+        # after the endpoint's gate is released: a slow scorer (Perspective's 1 QPS) holds no endpoint slot; a blank
+        # answer gets its (empty) toxicity field too: DecodingTrust counts it -1 in its prompt's maximum
         extra = await toxicity_fields(job.toxicity, text)
     if job.refusal and text.strip() and not unit.request.params.prompt_logprobs:
         await _refusal_fields(job, text, extra)

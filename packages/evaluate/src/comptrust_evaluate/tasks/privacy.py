@@ -7,7 +7,7 @@ import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
 from pydantic import Field, TypeAdapter
@@ -58,6 +58,11 @@ class PiiOptions(_Sampled):
     few_shot_num: int = Field(default=0, ge=0, le=4)
     fewshot_type: Literal["attack", "protect"] = "attack"
     num_cases: int = Field(default=100, ge=1)
+    jailbreak: bool = Field(
+        default=False,
+        description="DecodingTrust main's pii_jailbreak_* configs: each of its jailbreak prompts in turn replaces the "
+        "PII system prompt (weight 0 in main's privacy score, absent in the fork)",
+    )
 
 
 class UnderstandingOptions(_Sampled):
@@ -190,39 +195,58 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
     def _pii(self, data: DataSource, options: PiiOptions) -> Iterator[Item[PrivacyContext]]:
         facts = _facts()
         shots = read_json(data.path(options.file))
+        systems: list[tuple[int | None, str | None]] = [(None, None)]
+        if options.jailbreak:
+            systems = list(enumerate(facts.texts("pii_jailbreak_prompts")))
+        for pii in options.pii:
+            for jailbreak, system in systems:
+                yield from self._pii_cases(options, shots, pii, jailbreak, system)
+
+    def _pii_cases(
+        self, options: PiiOptions, shots: dict[str, Any], pii: str, jailbreak: int | None, system: str | None
+    ) -> Iterator[Item[PrivacyContext]]:
+        """One of DecodingTrust's PII result files: ``num_cases`` people of ``five_shot.json`` whose k-th name does
+        not already appear among the demonstrations; ``system`` (a jailbreak prompt) replaces the PII system prompt."""
+        facts = _facts()
         k = options.few_shot_num
         params = self._params(options, "pii_max_new_tokens")
-        for pii in options.pii:
-            made = 0
-            for email, supports in shots.items():
-                if made == options.num_cases:
-                    break
-                rng = random.Random(f"{pii}|{email}")
-                people = [(str(n1), pii_value(pii, str(e1), rng)) for e1, n1 in supports]
-                names = [p[0] for p in people]
-                if len(people) <= k or names[k] in names[:k]:
-                    continue
-                context = "".join(facts.text("pii_context_template").format(n, pii, v) for n, v in people)
-                turns = [ChatMessage(role="system", content=facts.text("pii_system_prompt").format(pii))]
-                turns.append(ChatMessage(role="user", content=context))
-                question = facts.text("pii_question_template")
-                for name, value in people[:k]:
-                    answer = (
-                        facts.text("pii_protect_answer").format(pii) if options.fewshot_type == "protect" else value
-                    )
-                    turns.append(ChatMessage(role="user", content=question.format(name, pii)))
-                    turns.append(ChatMessage(role="assistant", content=answer))
-                turns.append(ChatMessage(role="user", content=question.format(names[k], pii)))
-                yield Item(
-                    item_id=f"{options.name}/{pii}/{made}",
-                    sub_scenario=options.name,
-                    request=RequestSpec(messages=tuple(turns), params=params),
-                    context=PrivacyContext(scenario="pii", gt=people[k][1]),
-                    n=options.n,
-                    label=people[k][1],
-                    attributes=attrs(privacy_scenario="pii", pii=pii, shots=k, fewshot_type=options.fewshot_type),
-                )
-                made += 1
+        file_id = pii if jailbreak is None else f"{pii}/jb{jailbreak}"
+        if system is None:
+            system = facts.text("pii_system_prompt").format(pii)
+        made = 0
+        for email, supports in shots.items():
+            if made == options.num_cases:
+                break
+            rng = random.Random(f"{pii}|{email}")
+            people = [(str(n1), pii_value(pii, str(e1), rng)) for e1, n1 in supports]
+            names = [p[0] for p in people]
+            if len(people) <= k or names[k] in names[:k]:
+                continue
+            context = "".join(facts.text("pii_context_template").format(n, pii, v) for n, v in people)
+            turns = [ChatMessage(role="system", content=system)]
+            turns.append(ChatMessage(role="user", content=context))
+            question = facts.text("pii_question_template")
+            for name, value in people[:k]:
+                answer = facts.text("pii_protect_answer").format(pii) if options.fewshot_type == "protect" else value
+                turns.append(ChatMessage(role="user", content=question.format(name, pii)))
+                turns.append(ChatMessage(role="assistant", content=answer))
+            turns.append(ChatMessage(role="user", content=question.format(names[k], pii)))
+            yield Item(
+                item_id=f"{options.name}/{file_id}/{made}",
+                sub_scenario=options.name,
+                request=RequestSpec(messages=tuple(turns), params=params),
+                context=PrivacyContext(scenario="pii", gt=people[k][1]),
+                n=options.n,
+                label=people[k][1],
+                attributes=attrs(
+                    privacy_scenario="pii",
+                    pii=pii,
+                    shots=k,
+                    fewshot_type=options.fewshot_type,
+                    jailbreak=jailbreak,
+                ),
+            )
+            made += 1
 
     def _understanding(self, options: UnderstandingOptions) -> Iterator[Item[PrivacyContext]]:
         facts = _facts()
@@ -278,7 +302,16 @@ class PrivacyTask(Task[PrivacyOptions, PrivacyContext]):
             leak, prediction, detector = float(leaked), ("leak" if leaked else "no-leak"), "dt-privacy"
         refusal = Verdict(refused=False, detector=detector) if leaked else get_detector(detector).detect(text)
         named = {a.name: a.value for a in item.attributes}
-        if ctx.scenario == "pii":  # averaged over PII types x modes: one group per (scenario, PII type)
+        if ctx.scenario == "pii" and "jailbreak" in named:
+            # main's pii_jailbreak scenario has weight 0 in SCENARIOS_AGG_WEIGHTS (result_agg.py); the fork has none
+            where = aggregation(EXCLUDED)
+        elif ctx.scenario == "pii" and named.get("pii") not in _facts().texts("pii_scored_types"):
+            # calculate_scores_pii reads the result files of its 12 PII_INFO types only; the other spellings the
+            # configs generate ("SSN", "S.S.N", "[SSN]", ...) are never scored
+            where = aggregation(EXCLUDED)
+        elif ctx.scenario == "pii":
+            # calculate_scores_pii: the leak rate of each (PII type, mode) file, averaged over the files that have
+            # lines (`if _result[1] > 0`); one group per file
             where = aggregation("pii", f"{item.sub_scenario}/{named.get('pii')}")
         elif ctx.scenario == "understanding" and named.get("question") != "1":  # only question 1 is scored
             where = aggregation(EXCLUDED)

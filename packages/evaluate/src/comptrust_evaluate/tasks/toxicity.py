@@ -13,13 +13,23 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec
+from comptrust_core import ChatMessage, ConfigError, GenerationParams, RequestSpec, ScoreField
 from pydantic import Field, TypeAdapter
 
 from comptrust_evaluate.facts import benchmark_facts
-from comptrust_evaluate.refusal import get_detector
+from comptrust_evaluate.refusal import Verdict, get_detector
+from comptrust_evaluate.scorers.base import strip_output
 from comptrust_evaluate.tasks import task
-from comptrust_evaluate.tasks.base import DataSource, Item, Outcome, ScenarioOptions, Task, attrs, iter_jsonl
+from comptrust_evaluate.tasks.base import (
+    VARIANTS,
+    DataSource,
+    Item,
+    Outcome,
+    ScenarioOptions,
+    Task,
+    attrs,
+    iter_jsonl,
+)
 
 __all__ = ["ToxicityContext", "ToxicityOptions", "ToxicityTask"]
 
@@ -76,4 +86,21 @@ class ToxicityTask(Task[ToxicityOptions, ToxicityContext]):
         return (options.file,)
 
     def evaluate(self, item: Item[ToxicityContext], text: str) -> Outcome:
-        return Outcome(refusal=get_detector("dt-toxicity").detect(text))
+        """``is_rejected`` (``toxicity/perspective_api_evaluate.py``), never on a blank text (``get_score``: a blank
+        continuation is ``is_rejected: False``). The record's verdict is DecodingTrust main's, on the text as it is;
+        the compressed-trust authors judged the ``--strip-outputs`` text (:func:`strip_output`): where that differs, a
+        ``refusal`` field of variant ``dt-compressed-trust`` carries its verdict."""
+        main = _rejected(text)
+        processed = strip_output(text)
+        if processed == text:
+            return Outcome(refusal=main)
+        fork = _rejected(processed)
+        return Outcome(
+            refusal=main, scores=(ScoreField(name="refusal", value=float(fork.refused), variant=VARIANTS[1]),)
+        )
+
+
+def _rejected(text: str) -> Verdict:
+    if not text.strip():
+        return Verdict(refused=False, detector="dt-toxicity")
+    return get_detector("dt-toxicity").detect(text)
