@@ -106,7 +106,7 @@ def test_analyze_writes_parquet_and_markdown(make_run: RunFactory, tmp_path: Pat
     back = pl.read_parquet(result.out_dir / "scores.parquet")
     assert back.equals(result.scores)
     md = (result.out_dir / "scores.md").read_text()
-    assert "| perspective | score | refusal_rate | n | errors |" in md
+    assert "| perspective | score | refusal_rate | alt_score | alt_refusal_rate | n | errors |" in md
 
 
 def test_cli_prints_table_and_errors(make_run: RunFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,3 +117,22 @@ def test_cli_prints_table_and_errors(make_run: RunFactory, tmp_path: Path, capsy
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("analyze: error:") and err.count("\n") == 1
+
+
+def test_the_papers_variant_is_the_default_with_main_beside_it_and_a_flag_flips_them(
+    make_run: RunFactory, tmp_path: Path
+) -> None:
+    from comptrust_analysis.cli import main
+
+    run_dir, _ = make_run()
+    result = analyze(AnalysisConfig(run_dirs=(run_dir,), out=tmp_path / "a", plots=False))
+    assert set(result.scores["variant"]) == {"dt-compressed-trust"} and set(result.scores["alt_variant"]) == {"dt-main"}
+    assert result.scores["alt_score"].null_count() < result.scores.height
+    page = (result.out_dir / "report.html").read_text()
+    assert "Scorer variant <code>dt-compressed-trust</code>" in page and "<code>dt-main</code>" in page
+    assert "refusal-driven variance" in page and "refusal-driven variance" in (result.out_dir / "scores.md").read_text()
+    assert main([str(run_dir), "--out", str(tmp_path / "b"), "--no-plots", "--variant", "dt-main"]) == 0
+    flipped = pl.read_parquet(tmp_path / "b" / "scores.parquet")
+    assert set(flipped["variant"]) == {"dt-main"} and set(flipped["alt_variant"]) == {"dt-compressed-trust"}
+    both = result.scores.join(flipped, on=["run", "endpoint", "perspective"], suffix="_f")
+    assert both["score"].to_list() == both["alt_score_f"].to_list()  # the same numbers, the other way round

@@ -238,7 +238,7 @@ class EvaluatePlan(_Strict):
 
 
 class AnalyzePlan(_Strict):
-    variant: Literal["dt-main", "dt-compressed-trust"] = "dt-main"
+    variant: Literal["dt-main", "dt-compressed-trust"] = "dt-compressed-trust"
     compare: Literal["paper"] | None = None
     plots: bool = True
 

@@ -27,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variant",
         choices=["dt-main", "dt-compressed-trust"],
-        default="dt-main",
-        help="scorer variant: DecodingTrust main, or the compressed-trust paper's modified scoring",
+        default="dt-compressed-trust",
+        help="scorer variant of the tables, plots and report (the other is shown beside it): the compressed-trust "
+        "paper's modified DecodingTrust scoring (default: it counts refusals and unparseable answers instead of "
+        "dropping them, so refusal-driven variance does not swamp compression effects), or DecodingTrust main",
     )
     p.add_argument(
         "--compare",

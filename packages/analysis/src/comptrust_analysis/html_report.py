@@ -119,6 +119,7 @@ def render_html(
     paper: pl.DataFrame | None = None,
     paper_legend: str = "",
     tables: Mapping[str, pl.DataFrame] | None = None,
+    variant_note: str = "",
 ) -> str:
     """The report as one HTML string; ``plots`` are SVG files, inlined; ``tables`` (title → table) follow the
     comparison sections (MMLU and the Beyond-Perplexity tables)."""
@@ -147,10 +148,12 @@ def render_html(
         sections.append("<p class='note'>No plots (turned off, or not enough data).</p>")
     sections += ["<h2>Sample responses</h2>", _samples_html(samples)]
     variant = html.escape(str(scores["variant"][0])) if scores.height else "?"
+    alt = html.escape(str(scores["alt_variant"][0])) if scores.height and "alt_variant" in scores.columns else "?"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>comptrust report</title><style>{_CSS}</style></head><body>"
-        f"<h1>comptrust report</h1><p class='note'>Scorer variant <code>{variant}</code>; scores 0-100, "
-        "higher is more trustworthy.</p>" + "\n".join(sections) + "</body></html>\n"
+        f"<h1>comptrust report</h1><p class='note'>Scorer variant <code>{variant}</code> (beside it in the score "
+        f"tables: <code>{alt}</code>); scores 0-100, higher is more trustworthy.</p>"
+        f"<p class='note' id='variants'>{html.escape(variant_note)}.</p>" + "\n".join(sections) + "</body></html>\n"
     )

@@ -15,25 +15,51 @@ from comptrust_core import ConfigError, atomic_write_text
 
 from comptrust_analysis.beyond import beyond_html, beyond_tables, render_beyond
 from comptrust_analysis.html_report import render_html, sample_responses
-from comptrust_analysis.load import checkpoint_table, load_runs
+from comptrust_analysis.load import LoadedRun, checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
 from comptrust_analysis.plots import write_plots
 from comptrust_analysis.scores import Variant, perspective_scores, side_by_side, toxicity_table
 from comptrust_analysis.seeds import FLAG_FACTOR, seed_summary, seed_wide
 from comptrust_analysis.tables import to_markdown, to_text
 
-__all__ = ["AnalysisConfig", "AnalysisResult", "analyze", "render_text"]
+__all__ = [
+    "DEFAULT_VARIANT",
+    "VARIANT_NOTE",
+    "AnalysisConfig",
+    "AnalysisResult",
+    "analyze",
+    "other_variant",
+    "render_text",
+    "with_other_variant",
+]
 
 log = logging.getLogger(__name__)
 
-_TABLE_COLUMNS = ["perspective", "score", "refusal_rate", "n", "errors"]
+_TABLE_COLUMNS = ["perspective", "score", "refusal_rate", "alt_score", "alt_refusal_rate", "n", "errors"]
+
+DEFAULT_VARIANT: Variant = "dt-compressed-trust"
+
+VARIANT_NOTE = (
+    "Scores follow the compressed-trust paper's modified DecodingTrust scoring (dt-compressed-trust) unless "
+    "--variant says otherwise, with the other variant beside them (alt_score, alt_refusal_rate). The paper changed "
+    "DecodingTrust's scoring because refusal-driven variance swamped the compression effects: DecodingTrust main "
+    "(dt-main) drops unparseable and refused answers from its denominators (machine ethics, fairness), so a model "
+    "that refuses more is scored on fewer, easier items, and a perspective whose answers are all unparseable has no "
+    "score at all (n/a); the fork counts them (as wrong in ethics, as the negative class in fairness), uses fairness "
+    "score (new) = 1 - (DPD + EOD)/2, parses stereotype answers on their first line, and scores toxicity on the "
+    "--strip-outputs text"
+)
+
+
+def other_variant(variant: str) -> Variant:
+    return "dt-main" if variant == "dt-compressed-trust" else "dt-compressed-trust"
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
     run_dirs: tuple[Path, ...]
     out: Path | None = None
-    variant: Variant = "dt-main"
+    variant: Variant = DEFAULT_VARIANT
     compare: Literal["paper"] | None = None
     plots: bool = True
 
@@ -120,7 +146,8 @@ def render_text(
     ``toxicity``, :func:`~comptrust_analysis.scores.toxicity_table`'s) the numbers behind the toxicity score."""
     parts: list[str] = []
     for run, checkpoint, table in _groups(scores):
-        parts.append(f"run {run} · {checkpoint} (variant {scores['variant'][0]}; score 0-100, refusal %)\n")
+        variant, alt = scores["variant"][0], scores["alt_variant"][0]
+        parts.append(f"run {run} · {checkpoint} (variant {variant}, alt = {alt}; score 0-100, refusal %)\n")
         parts.append(to_text(table))
     if scores.select("run", "checkpoint").n_unique() > 1:
         parts.append("side by side: score (refusal %)\n")
@@ -162,7 +189,8 @@ def _paper_markdown(paper: pl.DataFrame) -> str:
 
 
 def _markdown(scores: pl.DataFrame) -> str:
-    parts = ["# comptrust scores\n", f"Scorer variant: `{scores['variant'][0]}`. Score 0-100, refusal rate in %.\n"]
+    head = f"Scorer variant: `{scores['variant'][0]}`, beside it (alt) `{scores['alt_variant'][0]}`."
+    parts = ["# comptrust scores\n", f"{head} Score 0-100, refusal rate in %. {VARIANT_NOTE}.\n"]
     for run, checkpoint, table in _groups(scores):
         parts.append(f"## {checkpoint} (run `{run}`)\n")
         parts.append(to_markdown(table))
@@ -172,13 +200,33 @@ def _markdown(scores: pl.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def with_other_variant(scores: pl.DataFrame, runs: list[LoadedRun]) -> pl.DataFrame:
+    """``scores`` with the other scorer variant's score and refusal rate beside each row (``alt_variant``,
+    ``alt_score``, ``alt_refusal_rate``; null where the records carry no fields of that variant)."""
+    if scores.is_empty():
+        return scores.with_columns(
+            alt_variant=pl.lit(None, pl.String),
+            alt_score=pl.lit(None, pl.Float64),
+            alt_refusal_rate=pl.lit(None, pl.Float64),
+        )
+    alt = other_variant(str(scores["variant"][0]))
+    try:
+        other = perspective_scores(runs, alt)
+    except ConfigError as exc:  # records scored under one variant only (e.g. made by an older comptrust)
+        log.warning("no %s scores beside the %s ones: %s", alt, scores["variant"][0], exc)
+        other = scores.clear()
+    keys = ["run", "endpoint", "perspective"]
+    beside = other.select(*keys, alt_score=pl.col("score"), alt_refusal_rate=pl.col("refusal_rate"))
+    return scores.join(beside, on=keys, how="left").with_columns(alt_variant=pl.lit(alt))
+
+
 def analyze(config: AnalysisConfig) -> AnalysisResult:
     """Score the run dirs and write every output to ``config.out_dir()``: scores and seeds (and compare_paper)
     tables as .parquet/.csv/.md, plots/ (PNG and SVG, unless ``plots`` is off) and report.html."""
     if not config.run_dirs:
         raise ConfigError("analyze needs at least one run directory (written by `evaluate --out RUN_DIR`)")
     runs = load_runs(list(config.run_dirs))
-    scores = perspective_scores(runs, config.variant)
+    scores = with_other_variant(perspective_scores(runs, config.variant), runs)
     if scores.is_empty():
         raise ConfigError(
             "no records found in " + ", ".join(str(p) for p in config.run_dirs) + "; run `evaluate` into them first"
@@ -214,6 +262,7 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         paper=paper,
         paper_legend=PAPER_LEGEND,
         tables=beyond_html(beyond),
+        variant_note=VARIANT_NOTE,
     )
     atomic_write_text(report, page)
     files += [*plots, report]
