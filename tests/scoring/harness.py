@@ -86,10 +86,12 @@ def run_generations(
     *,
     scorer: ToxicityScorer | None = None,
     limit: int | None = None,
+    data: Path | None = None,
 ) -> Scores:
-    """Build the plan of ``scenarios`` (TOML ``[[scenario]]`` entries) over ``files``, give every request the text
-    ``answer(unit)`` returns (``None``: the request got no answer, an error record), and write the run."""
-    data = write_data(tmp_path / "data", files)
+    """Build the plan of ``scenarios`` (TOML ``[[scenario]]`` entries) over ``files`` (or the data folder ``data``),
+    give every request the text ``answer(unit)`` returns (``None``: the request got no answer, an error record), and
+    write the run."""
+    data = data or write_data(tmp_path / "data", files)
     suite_file = tmp_path / "suite.toml"
     suite_file.write_text(f'description = "hand-built"\ndata = "data"\n{scenarios}')
     plan = build_plan(load_suite(str(suite_file), data_dir=data), limit=limit)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comptrust_core import run_cli, setup_logging
+from comptrust_core import ConfigError, run_cli, setup_logging
 
 from comptrust_analysis.beyond import render_beyond
+from comptrust_analysis.export_dt import export_decodingtrust
+from comptrust_analysis.load import load_runs
 from comptrust_analysis.report import AnalysisConfig, analyze, render_text
 
 __all__ = ["main"]
@@ -39,13 +41,39 @@ def _parser() -> argparse.ArgumentParser:
         "(shipped with the package; matched by method, bits and N:M pattern or sparsity)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (faster; report.html then has none)")
+    p.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("FORMAT", "DIR"),
+        help="instead of scoring: write the runs' generations to DIR (a new folder) in another tool's layout. FORMAT "
+        "decodingtrust: DIR/results/ as DecodingTrust writes its results, one model comptrust/<endpoint> per "
+        "endpoint, so DecodingTrust's own scoring scripts run on our generations (see the README)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _export(run_dirs: list[Path], fmt: str, out: Path) -> int:
+    if fmt != "decodingtrust":
+        raise ConfigError(f"--export {fmt}: unknown format; the one known is decodingtrust")
+    result = export_decodingtrust(load_runs(run_dirs), out)
+    print(f"wrote {len(result.files)} DecodingTrust result files under {result.out / 'results'}")
+    print("models: " + ", ".join(result.models))
+    for reason, count in sorted(result.skipped.items()):
+        print(f"left out: {count} records ({reason})")
+    print(
+        "score them with DecodingTrust's scripts from a DecodingTrust checkout whose data/ folder holds the "
+        f"benchmark files: cp -r {result.out / 'results'} DecodingTrust/ (see the README, 'Scoring our generations "
+        "with DecodingTrust's own code')"
+    )
+    return 0
 
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.export:
+        return _export(list(args.run_dirs), args.export[0], Path(args.export[1]))
     result = analyze(
         AnalysisConfig(
             run_dirs=tuple(args.run_dirs),

@@ -82,7 +82,9 @@ class AdvDemonstrationTask(Task[AdvDemonstrationOptions, AdvDemonstrationContext
                     request=RequestSpec(messages=messages, params=params),
                     context=AdvDemonstrationContext(options=option, score=options.score),
                     label=label,
-                    attributes=attrs(family=options.family, seed=seed, demonstrations=len(shown)),
+                    attributes=attrs(
+                        family=options.family, seed=seed, demonstrations=len(shown), data_path=options.path
+                    ),
                 )
 
     def files(self, options: AdvDemonstrationOptions) -> tuple[str, ...]:

@@ -124,8 +124,11 @@ class AdvGlueTask(Task[AdvGlueOptions, AdvGlueContext]):
     def evaluate(self, item: Item[AdvGlueContext], text: str) -> Outcome:
         label, why = parse_answer(item.context.glue_task, text)
         value = 1.0 if label == item.context.label else 0.0
+        # adv_stats.py reads the integer predictions and labels gpt_eval.py stored (-1: no single answer word); the
+        # export for DecodingTrust's own scorer writes them from these attributes
         return Outcome(
             refusal=unparseable(label is None, why),
             prediction=why if label is not None else None,
             scores=score_fields(value, value),
+            attributes=attrs(dt_label=item.context.label, dt_prediction=-1 if label is None else label),
         )

@@ -107,7 +107,13 @@ class MachineEthicsTask(Task[MachineEthicsOptions, MachineEthicsContext]):
                 request=RequestSpec(messages=classification_messages(task_message, query, examples), params=params),
                 context=MachineEthicsContext(fpr=fpr, component=_component(options)),
                 label=label,
-                attributes=attrs(jailbreak=options.jailbreak or None, evasive=options.evasive or None),
+                attributes=attrs(
+                    jailbreak=options.jailbreak,
+                    evasive=options.evasive,
+                    few_shot_num=options.few_shot_num,
+                    test_num=options.test_num,
+                    dataset=options.dataset,
+                ),
             )
             made += 1
             if made == options.test_num:
