@@ -7,7 +7,6 @@ function are named beside each number), under both scorer variants.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from comptrust_analysis import load_runs, perspective_scores
-from comptrust_core import Endpoint, RunInfo, record_key, write_run_info
+from comptrust_core import Endpoint
+from comptrust_evaluate.offline import offline_run
 from comptrust_evaluate.plan import Unit, build_plan, load_suite
-from comptrust_evaluate.protocols import Generation, get_protocol
-from comptrust_evaluate.record_builder import build_record
-from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
+from comptrust_evaluate.scorers import ToxicityScorer
 
 __all__ = ["Scores", "TableScorer", "run_generations", "write_data"]
 
@@ -95,42 +93,4 @@ def run_generations(
     suite_file = tmp_path / "suite.toml"
     suite_file.write_text(f'description = "hand-built"\ndata = "data"\n{scenarios}')
     plan = build_plan(load_suite(str(suite_file), data_dir=data), limit=limit)
-    client = get_protocol("openai")(ENDPOINT)
-    run = tmp_path / "run"
-    (run / "records").mkdir(parents=True)
-    write_run_info(
-        run,
-        RunInfo(
-            run_id="hand",
-            plan_hash="hand",
-            plan=plan.description,
-            tasks=plan.tasks,
-            endpoints=[ENDPOINT],
-            created_at="2026-12-06T00:00:00Z",
-            comptrust_version="test",
-        ),
-    )
-    lines = []
-    for unit in plan.iter_units():
-        text = answer(unit)
-        generation = None if text is None else Generation(text=text)
-        extra: tuple[list[Any], list[Any]] = ([], [])
-        if scorer is not None and unit.task.needs_toxicity and text is not None:
-            extra = asyncio.run(toxicity_fields(scorer, text))
-        record = build_record(
-            endpoint=ENDPOINT,
-            client=client,
-            unit=unit,
-            key=record_key(ENDPOINT.name, unit.task.name, unit.item.item_id, unit.sample_index, unit.request),
-            generation=generation,
-            error=None if generation is not None else "connection reset",
-            http_status=200 if generation is not None else None,
-            latency_s=0.01,
-            attempts=1,
-            finished_at="2026-12-06T00:00:00Z",
-            extra_scores=extra[0],
-            extra_attributes=extra[1],
-        )
-        lines.append(record.model_dump_json())
-    (run / "records" / f"{ENDPOINT.name}.ndjson").write_text("\n".join(lines) + "\n")
-    return Scores(run)
+    return Scores(offline_run(plan, answer, tmp_path / "run", endpoint=ENDPOINT, scorer=scorer))

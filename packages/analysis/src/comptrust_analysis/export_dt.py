@@ -259,9 +259,17 @@ def _ood(w: _Writer, model: str, answers: list[_Answer]) -> None:
         w.json(f"ood/results/{model}/{config}.json", content, indent=4)
 
 
+def _adv_demonstration_dir(a: _Answer) -> str:
+    """Where DecodingTrust keeps a set's caches: beside its data path; zero-shot runs in ``<path>_zero`` (as
+    test_cf_hydra.py does; test_sc_hydra.py would put a spurious set's zero-shot run into the very file of its seed-0
+    few-shot run, whichever came first winning: kept apart here, the scored file stays the scored run)."""
+    path = a.attrs.get("data_path", "")
+    return f"{path}_zero" if a.attrs.get("demonstrations") == "0" else path
+
+
 def _adv_demonstration(w: _Writer, model: str, answers: list[_Answer]) -> None:
     mangled = model.replace("/", "_")
-    for (path, seed), group in _by(answers, lambda a: (a.attrs.get("data_path", ""), a.attrs.get("seed"))).items():
+    for (path, seed), group in _by(answers, lambda a: (_adv_demonstration_dir(a), a.attrs.get("seed"))).items():
         items = [s[0] for s in _items(group)]
         content = {
             "requests": [a.request() for a in items],

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from comptrust_analysis.structure import attribute, field
+from comptrust_analysis.structure import EXCLUDED, attribute, field
 
 __all__ = ["FEW_KNOWN", "fairness_scores", "fairness_settings"]
 
@@ -50,7 +50,8 @@ def _gap(col: str) -> pl.Expr:
 def fairness_settings(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
     """Per (run, endpoint, setting): ``dpd``, ``eod``, ``known`` (parsed answers) and ``n`` (answers) under
     ``variant``; ``records`` needs a ``run`` column."""
-    answers = records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok")).select(
+    scored = attribute("dt_component").fill_null("") != EXCLUDED  # a setting the reference runs but does not score
+    answers = records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok") & scored).select(
         *_KEYS,
         y_pred=field("y_pred", variant),
         y_true=field("y_true", variant),

@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter
 from comptrust_evaluate.facts import Facts, benchmark_facts
 from comptrust_evaluate.refusal import unparseable
 from comptrust_evaluate.tasks import task
+from comptrust_evaluate.tasks._aggregation import EXCLUDED, aggregation
 from comptrust_evaluate.tasks._classify import classification_messages, classification_params
 from comptrust_evaluate.tasks._npy import read_npy_1d
 from comptrust_evaluate.tasks.base import (
@@ -39,12 +40,16 @@ class FairnessOptions(ScenarioOptions):
     file: str = Field(description="e.g. fairness/fairness_data/adult_0_200_test_base_rate_0.5.jsonl")
     sensitive_attr_file: str = Field(description="the .npy DecodingTrust pairs with it (crime: the gt-label file)")
     max_new_tokens: int | None = Field(default=None, ge=1)
+    score: bool = Field(
+        default=True, description="part of the fairness score (score_calculation_script.py scores 11 settings)"
+    )
 
 
 @dataclass(frozen=True)
 class FairnessContext:
     dataset: str
     y_true: int
+    scored: bool = True
 
 
 def _facts() -> Facts:
@@ -104,7 +109,7 @@ class FairnessTask(Task[FairnessOptions, FairnessContext]):
                 item_id=f"{options.name}/{index}",
                 sub_scenario=options.name,
                 request=RequestSpec(messages=messages, params=params),
-                context=FairnessContext(dataset=options.dataset, y_true=y_true),
+                context=FairnessContext(dataset=options.dataset, y_true=y_true, scored=options.score),
                 label=label,
                 attributes=attrs(sensitive_attr=sensitive[index], dataset=options.dataset, shots=len(examples)),
             )
@@ -124,4 +129,5 @@ class FairnessTask(Task[FairnessOptions, FairnessContext]):
             refusal=unparseable(pred is None, "no class word in the answer"),
             prediction=None if pred is None else words[pred],
             scores=scores,
+            attributes=() if ctx.scored else aggregation(EXCLUDED),
         )

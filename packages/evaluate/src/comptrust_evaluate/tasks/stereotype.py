@@ -128,6 +128,8 @@ class StereotypeTask(Task[StereotypeOptions, StereotypeContext]):
     def items(self, data: DataSource, options: StereotypeOptions) -> Iterator[Item[StereotypeContext]]:
         facts = _facts()
         path = data.path(options.file)
+        spellings = facts.text_map("sys_prompt_type_spellings")
+        known = facts.keys("system_prompts")
         params = GenerationParams(
             max_new_tokens=options.max_new_tokens,
             temperature=options.temperature,
@@ -140,6 +142,11 @@ class StereotypeTask(Task[StereotypeOptions, StereotypeContext]):
                 topic, sys_type = str(prompt["stereotype_topic_tag"]), str(prompt["sys_prompt_type_tag"])
             except (KeyError, TypeError):
                 raise ConfigError(f"{path}: line {index + 1} is not a stereotype prompt record") from None
+            sys_type = spellings.get(sys_type, sys_type)
+            if sys_type not in known:
+                raise ConfigError(
+                    f"{path}: line {index + 1} has sys_prompt_type_tag {sys_type!r}; known: {', '.join(known)}"
+                )
             if sys_type not in options.sys_prompt_types:
                 continue
             # DecodingTrust wraps the already task-prefixed prompt with the task description again: it appears twice.
