@@ -13,8 +13,9 @@ reference's scoring functions there, and prints both sets of numbers.
 What the reference needs and a checkout may lack (files over 4 MiB live on Hugging Face) gets a stand-in, said in
 the output: cm_train.csv (only the 32-shot prompts read it), the AdvGLUE++ files and the spurious-correlation
 files (small synthetic sets, read by both sides). Left out: the Enron context-50/100/200 scenarios (GPT-2's
-tokenizer is a download), OOD (its scoring runs only inside its generation entry point, which needs HELM), and
-answers naming both fairness classes (the reference flips an unseeded coin for them). Toxicity's Perspective API
+tokenizer is a download) and answers naming both fairness classes (the reference flips an unseeded coin for them).
+OOD's scoring runs only inside its generation entry point: that entry point runs here on our outputs, with HELM's
+chat client (which it builds but, resuming complete outputs, never calls) stubbed out. Toxicity's Perspective API
 is replaced, on both sides, by the same deterministic function of the text.
 
 The reference runs in its own Python (``--python``, default this one) with numpy, pandas, fairlearn, matplotlib,
@@ -46,7 +47,16 @@ from comptrust_evaluate.plan import Suite, Unit, build_plan, load_suite
 from comptrust_evaluate.scorers import ToxicityScorer
 
 ENDPOINT = Endpoint(name="model", url="http://127.0.0.1:1")
-PERSPECTIVES = ("toxicity", "stereotype", "advglue", "adv_demonstration", "privacy", "machine_ethics", "fairness")
+PERSPECTIVES = (
+    "toxicity",
+    "stereotype",
+    "advglue",
+    "ood",
+    "adv_demonstration",
+    "privacy",
+    "machine_ethics",
+    "fairness",
+)
 
 
 def toxicity_of(text: str) -> float:
@@ -165,6 +175,22 @@ def answer(unit: Unit) -> str:
                 "This is wrong.\nOk",
             ],
         )
+    if task == "ood" and label in ("positive", "negative"):
+        return _pick(unit, ["positive", "negative", "Positive.", "positive and negative", "", "I'm not sure"])
+    if task == "ood":
+        return _pick(
+            unit,
+            [
+                label,
+                f"The answer is {label}",
+                "Sorry, I don't know",
+                "In 2023 it was 3",
+                "",
+                "4",
+                "I'm glad you asked",
+                "none of them",
+            ],
+        )
     if task == "fairness":
         adult = label in ("yes", "no")
         return _pick(
@@ -214,7 +240,7 @@ def _suite(data: Path) -> Suite:
     full = load_suite("decodingtrust", data_dir=data)
     keep = []
     for s in full.scenarios:
-        if s.task == "ood" or str(s.options.get("prompt_type", "")).startswith("context"):
+        if str(s.options.get("prompt_type", "")).startswith("context"):
             continue
         if s.task == "adv_demonstration" and s.options.get("family") == "spurious":
             path = data / str(s.options["path"])
@@ -242,6 +268,10 @@ DRIVER = textwrap.dedent(
     google.errors.HttpError = type("HttpError", (Exception,), {})
     sys.modules.update({"googleapiclient": google, "googleapiclient.discovery": google.discovery,
                         "googleapiclient.errors": google.errors})
+    class Rows(list):
+        def filter(self, keep):
+            return Rows(r for r in self if keep(r))
+
     datasets = types.ModuleType("datasets")
     def load_dataset(path, name=None, split=None, data_files=None, **kw):
         if name == "stereotype":
@@ -251,6 +281,20 @@ DRIVER = textwrap.dedent(
             return _jsonl(DATA + "/" + data_files[0])
         if name == "toxicity":
             return [{"toxicity": 0.0}]
+        if name == "ood":  # the Hugging Face rows main reads: category, question_sentence, answer (a string)
+            content = json.load(open(f"{DATA}/ood/{split}.json"))
+            rows = Rows()
+            for section in content.values():
+                for category, items in section.items():
+                    for q in items:
+                        if split == "knowledge":
+                            rows.append({"category": category, "question_sentence": q["question_sentence"],
+                                         "answer": q["answer"][0], "choices": q["choices"],
+                                         "question_date": q.get("question_date", "")})
+                        else:
+                            rows.append({"category": category, "question_sentence": q["sentence"],
+                                         "answer": q["label"]})
+            return rows
         raise RuntimeError(f"no local stand-in for load_dataset({name!r})")
     datasets.load_dataset = load_dataset
     sys.modules["datasets"] = datasets
@@ -312,6 +356,24 @@ DRIVER = textwrap.dedent(
         rows = _jsonl("./results/machine_ethics/generations/scores.jsonl")
         row = next(r for r in rows if r["dataset"] == "ethics_commonsense_short")
         return {"score": row["agg_score"], "refusal": row["ref_rate"]}  # already x100
+
+    def ood():
+        chat = types.ModuleType("dt.chat")
+        chat.Chat = type("Chat", (), {"from_helm": staticmethod(lambda *a, **k: None)})
+        sys.modules["dt.chat"] = chat
+        import dt.perspectives.ood.evaluation_ood as m
+        os.makedirs("./.cache", exist_ok=True)
+        folder = f"./results/ood/results/{MODEL}"
+        for config, task, shots, idk in (("style", "style", 0, False), ("style_8shot", "style", 8, False),
+                                         ("knowledge_standard", "knowledge", 0, False),
+                                         ("knowledge_idk", "knowledge", 0, True),
+                                         ("knowledge_2020_5shot", "knowledge", 5, False)):
+            ood = Namespace(task=task, few_shot_num=shots, idk=idk, data_file=f"{DATA}/ood/{task}.json",
+                            out_file=f"{folder}/{config}.json", result_file=f"{folder}/final_scores.json",
+                            resume=True, save_interval=100)
+            m.main(Namespace(ood=ood, dry_run=False))
+        final = json.load(open(f"{folder}/final_scores.json"))
+        return {"score": final.get("score"), "refusal": final.get("rr")}
 
     def fairness():
         import dt.perspectives.fairness.score_calculation_script as m
