@@ -106,7 +106,7 @@ def _error_text(status: int, body: bytes) -> str:
 async def _attempt(session: aiohttp.ClientSession, client: ProtocolClient, unit: Unit) -> _Attempt:
     call = client.build(unit.request)
     try:
-        async with session.post(client.endpoint.url + call.path, json=call.body) as resp:
+        async with session.post(client.url(call.path), json=call.body) as resp:
             body = await resp.read()
             if resp.status == 200:
                 try:

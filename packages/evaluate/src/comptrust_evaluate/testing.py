@@ -80,9 +80,13 @@ class FakeEndpoint:
         openai: bool = True,
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
+        prefix: str = "",
     ) -> None:
+        """``prefix`` mounts every route under a path, as a proxy or a hosted API does (``/api``: the OpenAI API at
+        ``/api/v1/...``, TGI's at ``/api/generate``)."""
         self.answer = answer
         self.tgi, self.openai, self.api_key, self.models = tgi, openai, api_key, models
+        self.prefix = prefix.rstrip("/")
         self.faults: deque[Fault] = deque()
         self.fault_for: Callable[[Any], Fault | None] | None = None
         self.requests: list[SeenRequest] = []
@@ -111,12 +115,13 @@ class FakeEndpoint:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/info", self._info)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/generate", self._generate)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._completions)
+        at = self.prefix
+        app.router.add_get(f"{at}/health", self._health)
+        app.router.add_get(f"{at}/info", self._info)
+        app.router.add_get(f"{at}/v1/models", self._models)
+        app.router.add_post(f"{at}/generate", self._generate)
+        app.router.add_post(f"{at}/v1/chat/completions", self._chat)
+        app.router.add_post(f"{at}/v1/completions", self._completions)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

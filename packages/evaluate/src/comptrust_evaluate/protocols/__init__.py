@@ -8,7 +8,15 @@ import aiohttp
 from comptrust_core import Endpoint, EndpointError, Protocol
 
 from comptrust_evaluate._registry import Registry
-from comptrust_evaluate.protocols.base import Generation, HttpCall, ProtocolClient, ProtocolError, get_json
+from comptrust_evaluate.protocols.base import (
+    Generation,
+    HttpCall,
+    ProtocolClient,
+    ProtocolError,
+    get_json,
+    openai_bases,
+    server_root,
+)
 
 __all__ = [
     "Generation",
@@ -40,19 +48,25 @@ def protocol_names() -> list[str]:
 
 
 async def detect_protocol(session: aiohttp.ClientSession, endpoint: Endpoint) -> Protocol:
-    """``tgi`` if GET /info describes a model, else ``openai`` if GET /v1/models lists models; else a clear error."""
-    status, info = await get_json(session, endpoint, "/info")
+    """``tgi`` if GET <root>/info describes a model, else ``openai`` if GET <base>/models lists models (the bases of
+    :func:`~comptrust_evaluate.protocols.base.openai_bases`); else a clear error naming what was asked."""
+    root = server_root(endpoint.url)
+    status, info = await get_json(session, endpoint, "/info", root)
     if status == 200 and isinstance(info, dict) and "model_id" in info:
         return "tgi"
-    status, models = await get_json(session, endpoint, "/v1/models")
-    if status == 200 and isinstance(models, dict) and isinstance(models.get("data"), list):
-        return "openai"
-    if status in (401, 403):
-        raise EndpointError(
-            f"endpoint {endpoint.name} at {endpoint.url} refused GET /v1/models (HTTP {status}); "
-            "pass --api-key-env with the variable that holds its key"
-        )
+    tried = [f"GET {root}/info: HTTP {status}"]
+    for base in openai_bases(endpoint.url):
+        status, models = await get_json(session, endpoint, "/models", base)
+        if status == 200 and isinstance(models, dict) and isinstance(models.get("data"), list):
+            return "openai"
+        if status in (401, 403):
+            raise EndpointError(
+                f"endpoint {endpoint.name} refused GET {base}/models (HTTP {status}); "
+                "pass --api-key-env with the variable that holds its key"
+            )
+        tried.append(f"GET {base}/models: HTTP {status}")
     raise EndpointError(
-        f"endpoint {endpoint.name} at {endpoint.url} speaks neither TGI (GET /info) nor the OpenAI API "
-        f"(GET /v1/models answered HTTP {status}); check the URL or pass --protocol"
+        f"endpoint {endpoint.name} at {endpoint.url} speaks neither TGI nor the OpenAI API ({'; '.join(tried)}); "
+        "give the server's root (http://host:port) or the API's base as the openai SDK takes it "
+        "(https://host/v1, https://host/api/v1), or pass --protocol"
     )

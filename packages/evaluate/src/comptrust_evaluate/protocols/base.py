@@ -43,9 +43,25 @@ class ProtocolError(Exception):
     """A server answered 200 with a body this protocol cannot read (retried as a transient fault)."""
 
 
-async def get_json(session: aiohttp.ClientSession, endpoint: Endpoint, path: str) -> tuple[int, Any]:
-    """GET ``path``; (status, parsed JSON or None). Connection failures become a one-line :class:`EndpointError`."""
-    url = endpoint.url + path
+def server_root(url: str) -> str:
+    """The server's root for an endpoint URL: the URL itself, or, for an OpenAI-style API base (``.../v1``, as the
+    openai SDK's ``base_url`` takes it: ``https://host/v1``, ``https://host/api/v1``), what is left without ``/v1``."""
+    return url.removesuffix("/v1")
+
+
+def openai_bases(url: str) -> tuple[str, ...]:
+    """Where an OpenAI-compatible API may live for an endpoint URL, most likely first: the URL itself when it ends
+    in ``/v1`` (the SDK's ``base_url``: kept as it is, never doubled); else ``URL/v1`` (a server's root, as vLLM and
+    TGI serve it), then the URL itself (a hosted API whose base has no ``/v1``)."""
+    return (url,) if url.endswith("/v1") else (url + "/v1", url)
+
+
+async def get_json(
+    session: aiohttp.ClientSession, endpoint: Endpoint, path: str, base: str | None = None
+) -> tuple[int, Any]:
+    """GET ``base + path`` (``base``: the endpoint's URL by default); (status, parsed JSON or None). Connection
+    failures become a one-line :class:`EndpointError`."""
+    url = (base if base is not None else endpoint.url) + path
     try:
         async with session.get(url) as resp:
             body = await resp.read()
@@ -60,7 +76,7 @@ async def get_json(session: aiohttp.ClientSession, endpoint: Endpoint, path: str
         ) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise EndpointError(
-            f"endpoint {endpoint.name} at {endpoint.url} did not answer GET {path} ({type(exc).__name__}); "
+            f"endpoint {endpoint.name} at {endpoint.url} did not answer GET {url} ({type(exc).__name__}); "
             "is it a running inference server?"
         ) from None
 
@@ -74,6 +90,12 @@ class ProtocolClient(ABC):
         self.endpoint = endpoint
         self.model = endpoint.model
         self._api_key = api_key
+        self.base = endpoint.url
+        """What this protocol's paths are relative to (set by :meth:`probe` where the URL leaves a choice)."""
+
+    def url(self, path: str) -> str:
+        """The full URL of one of this protocol's paths."""
+        return self.base + path
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}({self.endpoint.name!r}, {self.endpoint.url!r})"

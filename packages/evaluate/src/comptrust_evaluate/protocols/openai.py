@@ -1,5 +1,6 @@
-"""OpenAI-compatible APIs (vLLM, TGI's compatibility routes, hosted APIs): ``/v1/chat/completions`` for chat
-messages, ``/v1/completions`` for raw prompts; a model name; an optional bearer key."""
+"""OpenAI-compatible APIs (vLLM, TGI's compatibility routes, hosted APIs): ``chat/completions`` for chat messages,
+``completions`` for raw prompts, under the API's base (``https://host/v1``, ``https://host/api/v1``, or a server's
+root plus ``/v1``: :func:`~comptrust_evaluate.protocols.base.openai_bases`); a model name; an optional bearer key."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from comptrust_evaluate.protocols.base import (
     chat_body,
     chat_choice,
     get_json,
+    openai_bases,
     sampling_fields,
 )
 
 __all__ = ["OpenAIClient"]
+
+CHAT = "/chat/completions"
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +36,21 @@ class OpenAIClient(ProtocolClient):
 
     async def probe(self, session: aiohttp.ClientSession) -> str:
         ep = self.endpoint
-        status, models = await get_json(session, ep, "/v1/models")
-        if status in (401, 403):
-            hint = f"check ${ep.api_key_env}" if ep.api_key_env else "pass --api-key-env VAR"
-            raise EndpointError(f"endpoint {ep.name} at {ep.url} refused the request (HTTP {status}); {hint}")
-        if status != 200 or not isinstance(models, dict) or not isinstance(models.get("data"), list):
+        tried = []
+        for base in openai_bases(ep.url):
+            status, models = await get_json(session, ep, "/models", base)
+            if status in (401, 403):
+                hint = f"check ${ep.api_key_env}" if ep.api_key_env else "pass --api-key-env VAR"
+                raise EndpointError(f"endpoint {ep.name} refused GET {base}/models (HTTP {status}); {hint}")
+            if status == 200 and isinstance(models, dict) and isinstance(models.get("data"), list):
+                self.base = base
+                break
+            tried.append(f"GET {base}/models: HTTP {status}")
+        else:
             raise EndpointError(
-                f"endpoint {ep.name} at {ep.url} does not speak the OpenAI API "
-                f"(GET /v1/models answered HTTP {status}); try --protocol tgi"
+                f"endpoint {ep.name} at {ep.url} does not speak the OpenAI API ({'; '.join(tried)}); give the API's "
+                "base URL as the openai SDK takes it (https://host/v1, https://host/api/v1) or the server's root, "
+                "or try --protocol tgi"
             )
         ids = [str(m.get("id")) for m in models["data"] if isinstance(m, dict) and m.get("id")]
         if self.model is None:
@@ -54,7 +65,7 @@ class OpenAIClient(ProtocolClient):
     def build(self, request: RequestSpec) -> HttpCall:
         model = self.model or ""
         if request.messages is not None:
-            return HttpCall("/v1/chat/completions", chat_body(request, model, top_k=True))
+            return HttpCall(CHAT, chat_body(request, model, top_k=True))
         params = request.params
         body: dict[str, Any] = {
             "model": model,
@@ -68,10 +79,10 @@ class OpenAIClient(ProtocolClient):
         if params.prompt_logprobs:  # the prompt's own logprobs come back echoed in front of the completion's
             body["echo"] = True
             body.setdefault("logprobs", 0)
-        return HttpCall("/v1/completions", body)
+        return HttpCall("/completions", body)
 
     def parse(self, call: HttpCall, payload: Any) -> Generation:
-        if call.path == "/v1/chat/completions":
+        if call.path == CHAT:
             return chat_choice(payload)
         try:
             choice = payload["choices"][0]

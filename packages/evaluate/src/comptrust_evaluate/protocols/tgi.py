@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import aiohttp
-from comptrust_core import EndpointError, RequestSpec
+from comptrust_core import Endpoint, EndpointError, RequestSpec
 
 from comptrust_evaluate.protocols import protocol
 from comptrust_evaluate.protocols.base import (
@@ -19,6 +19,7 @@ from comptrust_evaluate.protocols.base import (
     chat_choice,
     get_json,
     sampling_fields,
+    server_root,
 )
 
 __all__ = ["TgiClient"]
@@ -36,9 +37,13 @@ def _logprob(value: Any) -> float | None:
 class TgiClient(ProtocolClient):
     name = "tgi"
 
+    def __init__(self, endpoint: Endpoint, api_key: str | None = None) -> None:
+        super().__init__(endpoint, api_key)
+        self.base = server_root(endpoint.url)  # TGI's routes hang off its root; a URL ending in /v1 names its API
+
     async def probe(self, session: aiohttp.ClientSession) -> str:
         ep = self.endpoint
-        status, _ = await get_json(session, ep, "/health")
+        status, _ = await get_json(session, ep, "/health", self.base)
         if status == 503:
             raise EndpointError(
                 f"endpoint {ep.name} at {ep.url} is up but unhealthy (GET /health: 503); wait or restart it"
@@ -48,7 +53,7 @@ class TgiClient(ProtocolClient):
                 f"endpoint {ep.name} at {ep.url} does not speak TGI (GET /health answered HTTP {status}); "
                 "try --protocol openai"
             )
-        status, info = await get_json(session, ep, "/info")
+        status, info = await get_json(session, ep, "/info", self.base)
         if status != 200 or not isinstance(info, dict) or "model_id" not in info:
             raise EndpointError(
                 f"endpoint {ep.name} at {ep.url} does not speak TGI (GET /info answered HTTP {status} without a "
