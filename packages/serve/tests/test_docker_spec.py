@@ -261,3 +261,14 @@ def test_no_engine_is_a_one_line_error_naming_podman(
 def test_stop_needs_names_or_all(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stop"]) == 2
     assert "name the servers to stop" in capsys.readouterr().err
+
+
+def test_the_watchdog_does_not_import_the_docker_launcher() -> None:
+    """No import circle between the launcher and its watchdog: the reaper needs only the container removal."""
+    code = (
+        "import sys, comptrust_serve.launchers.reaper, comptrust_serve.launchers.removal; "
+        "sys.exit('comptrust_serve.launchers.docker' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    source = (Path(__file__).parents[1] / "src/comptrust_serve/launchers/reaper.py").read_text()
+    assert "launchers.docker" not in source

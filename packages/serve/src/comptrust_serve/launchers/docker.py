@@ -37,6 +37,7 @@ from comptrust_serve.launchers.containers import (
 from comptrust_serve.launchers.engines import check_engine_options, engine_spec
 from comptrust_serve.launchers.process import log_path_for, read_tail
 from comptrust_serve.launchers.reaper import DONE
+from comptrust_serve.launchers.removal import explain, remove_container
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -101,11 +102,6 @@ def connect(base_url: str | None = None, timeout_s: float = 60.0) -> DockerClien
     return client
 
 
-def _explain(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return " ".join(str(explanation or exc).split())
-
-
 def managed_containers(client: DockerClient) -> list[dict[str, Any]]:
     """Every container comptrust started on the engine, as the engine lists them (``Id``, ``Names``, ``Labels``,
     ``State``...): one call, so that a container removed meanwhile cannot make the listing fail."""
@@ -116,22 +112,6 @@ def managed_containers(client: DockerClient) -> list[dict[str, Any]]:
 def container_display_name(listed: dict[str, Any]) -> str:
     names = listed.get("Names") or [str(listed.get("Id", ""))[:12]]
     return str(names[0]).lstrip("/")
-
-
-def remove_container(client: DockerClient, container_id: str, stop_timeout_s: float = 10.0) -> None:
-    """Stop (SIGTERM, then SIGKILL after ``stop_timeout_s``) and remove a container; gone already is fine."""
-    from docker.errors import APIError, NotFound
-
-    for action, kwargs in (
-        (client.api.stop, {"timeout": max(1, round(stop_timeout_s))}),
-        (client.api.remove_container, {"force": True}),
-    ):
-        try:
-            action(container_id, **kwargs)
-        except NotFound:
-            return
-        except APIError as exc:  # gone meanwhile (podman says so with a 500), removal already in progress, ...
-            logger.debug("%s %s: %s", action.__name__, container_id[:12], _explain(exc))
 
 
 def sweep_orphans(client: DockerClient) -> list[str]:
@@ -163,7 +143,7 @@ def _ensure_image(client: DockerClient, image: str) -> None:
             if isinstance(event, dict) and event.get("error"):
                 errors.append(" ".join(str(event["error"]).split()))
     except APIError as exc:
-        errors.append(_explain(exc))
+        errors.append(explain(exc))
     try:
         client.images.get(image)
     except ImageNotFound:
@@ -320,7 +300,7 @@ class DockerLauncher:
 
 
 def _hint(exc: BaseException, spec: ContainerSpec) -> str:
-    text = _explain(exc)
+    text = explain(exc)
     if "device driver" in text or "nvidia" in text.lower():
         text += "; GPUs in containers need the NVIDIA Container Toolkit (or CDI) on the engine's host"
     elif "address already in use" in text or "port is already allocated" in text:

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     import docker
     from docker.errors import DockerException
 
-    from comptrust_serve.launchers.docker import remove_container
+    from comptrust_serve.launchers.removal import remove_container
 
     try:
         remove_container(
