@@ -305,3 +305,17 @@ def test_two_endpoints_run_at_once(tmp_path: Path) -> None:
         evaluate(
             _config(tmp_path / "dup", specs=(EndpointSpec(url=c.url, name="x"), EndpointSpec(url=c.url, name="x")))
         )
+
+
+def test_a_seed_is_sent_only_where_sampling_needs_it(fake: FakeEndpoint, tmp_path: Path) -> None:
+    """Greedy requests keep their seed in the record (the request's identity) but never send it (a seed on every
+    request is what crashed vLLM's CPU engine); sampled ones send theirs."""
+    evaluate(_config(tmp_path / "run", fake.url))
+    bodies = [p.body for p in fake.posts()]
+    greedy = [b for b in bodies if not b.get("temperature") and not (b.get("parameters") or {}).get("do_sample")]
+    sampled = [b for b in bodies if b not in greedy]
+    assert greedy and sampled
+    assert all("seed" not in b and "seed" not in (b.get("parameters") or {}) for b in greedy)
+    assert all("seed" in b or "seed" in (b.get("parameters") or {}) for b in sampled)
+    records = read_records(_records_file(tmp_path / "run"))
+    assert all(r.request.params.seed is not None for r in records)

@@ -155,16 +155,20 @@ def chat_body(request: RequestSpec, model: str, top_k: bool) -> dict[str, Any]:
 
 
 def sampling_fields(params: GenerationParams, *, top_k: bool) -> dict[str, Any]:
-    """``top_p`` and ``top_k`` (only when sampling), ``seed`` and ``stop``: spelled alike by TGI's /generate
-    parameters and OpenAI-style bodies. ``top_k`` only where the route takes it."""
+    """``top_p``, ``top_k`` and ``seed`` (only when sampling) and ``stop``: spelled alike by TGI's /generate
+    parameters and OpenAI-style bodies. ``top_k`` only where the route takes it.
+
+    A greedy request carries a seed in its record (it is part of the request's identity) but never sends it: it
+    changes nothing there, and a seed on every request, greedy ones included, is what crashed vLLM's CPU engine
+    (``RuntimeError: CPU Generator does not use offset``, with chunked prefill) in our traffic."""
     fields: dict[str, Any] = {}
     if not params.greedy:
         if params.top_p is not None and params.top_p < 1.0:
             fields["top_p"] = params.top_p
         if top_k and params.top_k is not None:
             fields["top_k"] = params.top_k
-    if params.seed is not None:
-        fields["seed"] = params.seed
+        if params.seed is not None:
+            fields["seed"] = params.seed
     if params.stop:
         fields["stop"] = list(params.stop)
     return fields
