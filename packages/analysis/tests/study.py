@@ -95,8 +95,10 @@ def write_run(
     run_dir: Path,
     checkpoints: Mapping[str, tuple[Manifest | None, Mapping[str, float | None]]],
     variant: str | None = None,
+    serving: tuple[str | None, str | None] = (None, None),
 ) -> Path:
-    """One endpoint per entry; every item of a perspective scores ``value`` (0-1), so the score is ``100·value``."""
+    """One endpoint per entry; every item of a perspective scores ``value`` (0-1), so the score is ``100·value``;
+    ``serving`` is the endpoints' (engine, dtype)."""
     (run_dir / "records").mkdir(parents=True)
     write_run_info(
         run_dir,
@@ -105,7 +107,10 @@ def write_run(
             plan_hash="h",
             plan="suite quick",
             tasks=sorted({p for _, values in checkpoints.values() for p in values}),
-            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1", manifest=m) for e, (m, _) in checkpoints.items()],
+            endpoints=[
+                Endpoint(name=e, url="http://127.0.0.1:1", manifest=m, engine=serving[0], dtype=serving[1])
+                for e, (m, _) in checkpoints.items()
+            ],
             created_at="2026-01-01T00:00:00Z",
             comptrust_version="0.1.0",
         ),

@@ -130,6 +130,7 @@ def test_dt6_across_seeds_needs_every_seed() -> None:
         group_size=pl.lit(None, dtype=pl.Int64),
         target_sparsity=pl.lit(None, dtype=pl.Float64),
         pattern=pl.lit(None, dtype=pl.String),
+        serving=pl.lit(None, dtype=pl.String),
     )
     summary = seed_summary(scores, meta)
     got = {r["perspective"]: r for r in summary.iter_rows(named=True)}
@@ -146,3 +147,34 @@ def test_mmlu_accuracy_is_its_own_row_and_not_a_trust_perspective(tmp_path: Path
     by = dict(zip(scores["perspective"], scores["score"], strict=True))
     assert by["mmlu"] == pytest.approx(25.0)  # accuracy over its items, in %
     assert by[AVG_PRESENT] == pytest.approx(60.0)  # mean of advglue and ood only
+
+
+def test_one_checkpoint_on_two_engines_is_two_columns_never_two_seeds(tmp_path: Path) -> None:
+    from comptrust_analysis import AnalysisConfig, analyze, side_by_side
+
+    dense, gptq = manifest("dense"), manifest("gptq", bits=4, group_size=128, seed=0)
+    embedded = write_run(
+        tmp_path / "embedded",
+        {"dense": (dense, {"advglue": 0.6}), "gptq": (gptq, {"advglue": 0.5})},
+        serving=("embedded", "float32"),
+    )
+    vllm = write_run(
+        tmp_path / "vllm",
+        {"dense": (dense, {"advglue": 0.8}), "gptq": (gptq, {"advglue": 0.7})},
+        serving=("vllm", "bfloat16"),
+    )
+    result = analyze(AnalysisConfig(run_dirs=(embedded, vllm), out=tmp_path / "out", plots=False))
+    labels = set(result.scores["checkpoint"])
+    assert labels == {
+        f"{dense.name} [embedded/float32]",
+        f"{dense.name} [vllm/bfloat16]",
+        f"{gptq.name} [embedded/float32]",
+        f"{gptq.name} [vllm/bfloat16]",
+    }
+    assert set(result.scores["engine"]) == {"embedded", "vllm"}
+    assert result.seeds is not None
+    advglue = {r["label"]: r for r in result.seeds.filter(pl.col("perspective") == "advglue").iter_rows(named=True)}
+    assert all(r["n_seeds"] == 1 for r in advglue.values())  # never pooled as seeds
+    # each against the dense base served the same way: 50 - 60 and 70 - 80
+    assert sorted(round(r["delta"], 6) for r in advglue.values() if r["delta"] is not None) == [-10.0, -10.0]
+    assert set(side_by_side(result.scores).columns) == {"perspective", *labels}  # four columns, none empty

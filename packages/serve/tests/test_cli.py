@@ -97,6 +97,7 @@ def test_serve_runs_until_sigint_then_stops_cleanly(cli_run: tuple[subprocess.Po
     process, endpoints = cli_run
     (endpoint,) = endpoints
     assert (endpoint.name, endpoint.launcher, endpoint.protocol) == ("cli-tiny", "embedded", "tgi")
+    assert endpoint.engine == "embedded"
     assert probe(endpoint.url)
     child = int(endpoint.handle or 0)
     process.send_signal(signal.SIGINT)

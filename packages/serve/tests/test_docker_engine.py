@@ -184,6 +184,7 @@ def test_container_serves_on_its_mapped_port_with_labels_and_a_read_only_model(
         url = handle.endpoint.url
         port = int(url.rsplit(":", 1)[1])
         assert handle.endpoint.launcher == "docker" and handle.endpoint.protocol == "tgi"
+        assert handle.endpoint.engine == "tgi"  # how it was served travels with the endpoint, into the runs
         assert handle.is_alive() and probe(url)
         args = _get(f"{url}/args").split()
         assert args[:2] == ["--model-id", "/comptrust/model"]

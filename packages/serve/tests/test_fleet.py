@@ -265,6 +265,7 @@ def test_serve_cli_fleet_reports_the_failure_keeps_the_rest_and_stops_on_sigterm
         endpoints = read_endpoints(out)
         assert [e.name for e in endpoints] == [fleet_models[0].name, fleet_models[2].name]
         assert all(e.launcher == "process" and probe(e.url) for e in endpoints)
+        assert {e.engine for e in endpoints} == {"tgi"}  # how it was served travels with the endpoint
         pids = [pid for m in fleet_models for pid in processes_naming(str(m)) if pid != process.pid]
         assert len(pids) == 4  # a guard and an engine per healthy checkpoint
         logs = {fake_engine_report(p)["CUDA_VISIBLE_DEVICES"] for p in (tmp_path / "logs").glob("*.log")}

@@ -112,7 +112,10 @@ def checkpoint_table(runs: list[LoadedRun]) -> pl.DataFrame:
     """One row per (run, endpoint): what the endpoint served, from the manifests recorded in run.json.
 
     ``target_sparsity`` is the sparsity the method was asked for (what identifies a configuration); ``sparsity`` is
-    the one measured on the written weights.
+    the one measured on the written weights. ``serving`` is how it was served (``engine/dtype``, null where the
+    endpoint does not say). ``checkpoint`` is the label tables show: the checkpoint's name, plus its serving where the
+    runs hold that checkpoint served more than one way, plus the endpoint's name where that still leaves two apart:
+    one checkpoint on two engines is two columns, never two seeds of one.
     """
     rows: list[dict[str, object]] = []
     for run in runs:
@@ -133,6 +136,9 @@ def checkpoint_table(runs: list[LoadedRun]) -> pl.DataFrame:
                     "pattern": m.method.pattern if m else None,
                     "calib_seed": m.calibration.seed if m and m.calibration else None,
                     "ppl": m.measured.perplexity_after if m else None,
+                    "engine": ep.engine,
+                    "dtype": ep.dtype,
+                    "serving": "/".join(x for x in (ep.engine, ep.dtype) if x) or None,
                 }
             )
     schema = {
@@ -149,5 +155,21 @@ def checkpoint_table(runs: list[LoadedRun]) -> pl.DataFrame:
         "pattern": pl.String,
         "calib_seed": pl.Int64,
         "ppl": pl.Float64,
+        "engine": pl.String,
+        "dtype": pl.String,
+        "serving": pl.String,
     }
-    return pl.DataFrame(rows, schema=schema)
+    return _label_servings(pl.DataFrame(rows, schema=schema))
+
+
+def _label_servings(table: pl.DataFrame) -> pl.DataFrame:
+    """Tell apart, in ``checkpoint``, one checkpoint served several ways or by several endpoints."""
+    ways = pl.col("serving").fill_null("unknown engine")
+    servings = ways.n_unique().over("checkpoint")
+    labelled = table.with_columns(
+        checkpoint=pl.when(servings > 1).then(pl.format("{} [{}]", "checkpoint", ways)).otherwise("checkpoint")
+    )
+    endpoints = pl.col("endpoint").n_unique().over("checkpoint")
+    return labelled.with_columns(
+        checkpoint=pl.when(endpoints > 1).then(pl.format("{} ({})", "checkpoint", "endpoint")).otherwise("checkpoint")
+    )

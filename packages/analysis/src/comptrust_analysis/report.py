@@ -104,9 +104,12 @@ def _write_table(df: pl.DataFrame, stem: Path, markdown: str) -> list[Path]:
 
 
 def _groups(scores: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
+    """Per (run, checkpoint): the run, the checkpoint with how it was served (where the endpoint says), its table."""
     out: list[tuple[str, str, pl.DataFrame]] = []
     for (run, checkpoint), part in scores.group_by("run", "checkpoint", maintain_order=True):
-        out.append((str(run), str(checkpoint), part.select(_TABLE_COLUMNS)))
+        served = "/".join(str(x) for x in (part["engine"][0], part["dtype"][0]) if x is not None)
+        name = f"{checkpoint}, served by {served}" if served and served not in str(checkpoint) else str(checkpoint)
+        out.append((str(run), name, part.select(_TABLE_COLUMNS)))
     return out
 
 

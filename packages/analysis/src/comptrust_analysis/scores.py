@@ -35,6 +35,8 @@ SCORE_COLUMNS = [
     "method",
     "bits",
     "sparsity",
+    "engine",
+    "dtype",
     "perspective",
     "score",
     "refusal_rate",
@@ -139,7 +141,9 @@ def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> p
     except pl.exceptions.PolarsError as exc:
         names = ", ".join(str(r.path) for r in runs)
         raise RunDirError(f"the records in {names} cannot be read ({exc}); a file is damaged") from exc
-    meta = checkpoint_table(runs).select("run", "endpoint", "checkpoint", "method", "bits", "sparsity")
+    meta = checkpoint_table(runs).select(
+        "run", "endpoint", "checkpoint", "method", "bits", "sparsity", "engine", "dtype"
+    )
     return (
         table.join(meta, on=["run", "endpoint"], how="left")
         .with_columns(

@@ -44,8 +44,19 @@ AVG_DT8 = "avg_dt8"
 AGGREGATES = (AVG_PRESENT, AVG_DT8, AVG_DT6)
 FLAG_FACTOR = 2.0
 
-CONFIG_KEYS = ["base_model", "base_hash", "method", "bits", "group_size", "target_sparsity", "pattern", "unknown"]
-"""Group keys; ``unknown`` holds the checkpoint name of an endpoint without a manifest, so those never merge."""
+CONFIG_KEYS = [
+    "base_model",
+    "base_hash",
+    "method",
+    "bits",
+    "group_size",
+    "target_sparsity",
+    "pattern",
+    "serving",
+    "unknown",
+]
+"""Group keys; ``unknown`` holds the checkpoint name of an endpoint without a manifest, so those never merge;
+``serving`` (engine/dtype) keeps one checkpoint served by two engines two configurations, never two seeds."""
 
 
 _SORT = ["base_model", "_dense_first", "method", "bits", "target_sparsity", "pattern", "_order"]
@@ -127,13 +138,15 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
     )
     dense = grouped.filter(pl.col("method") == "dense").select(
         "base_hash",
+        "serving",
         "perspective",
         dense_mean=pl.col("mean"),
         dense_std=pl.col("std"),
         dense_n=pl.col("n_seeds"),
     )
     spread = pl.when(pl.col("dense_n") >= 2).then((pl.col("std") ** 2 + pl.col("dense_std") ** 2).sqrt())
-    out = grouped.join(dense, on=["base_hash", "perspective"], how="left").with_columns(
+    # each configuration against the dense base served the same way (vLLM's compressed model against vLLM's dense)
+    out = grouped.join(dense, on=["base_hash", "serving", "perspective"], how="left", nulls_equal=True).with_columns(
         delta=pl.when(pl.col("method") != "dense").then(pl.col("mean") - pl.col("dense_mean")),
         spread=spread.otherwise(pl.col("std")),
     )
@@ -142,7 +155,11 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
             pl.col("delta").abs() > FLAG_FACTOR * pl.col("spread")
         )
     )
-    labels = [config_label(r) for r in out.iter_rows(named=True)]
+    several = out.select("serving").n_unique() > 1
+    labels = [
+        config_label(r) + (f" [{r['serving'] or 'unknown engine'}]" if several else "")
+        for r in out.iter_rows(named=True)
+    ]
     out = out.with_columns(
         label=pl.Series(labels, dtype=pl.String),
         _order=pl.col("perspective").map_elements(_order, return_dtype=pl.Int64),

@@ -34,6 +34,12 @@ class Endpoint(BaseModel):
     manifest: Manifest | None = None
     launcher: str | None = None
     handle: str | None = Field(default=None, description="container id or pid, for teardown")
+    engine: str | None = Field(
+        default=None, description="the inference engine serving it: embedded, tgi, vllm (None: not known, e.g. hosted)"
+    )
+    dtype: str | None = Field(
+        default=None, description="the dtype it was asked to serve in (None: the engine's default)"
+    )
 
     @field_validator("url")
     @classmethod

@@ -326,4 +326,6 @@ def _endpoint(checkpoint: Checkpoint, options: LaunchOptions, spec: ContainerSpe
         manifest=checkpoint.manifest,
         launcher="docker",
         handle=container.id,
+        engine=options.engine,
+        dtype=options.dtype,
     )

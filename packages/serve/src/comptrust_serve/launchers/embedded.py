@@ -67,4 +67,6 @@ class EmbeddedLauncher:
         if options.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
         argv = embedded_argv(checkpoint, options, port)
-        return serve_child(checkpoint, options, port, argv, env, protocol="tgi", launcher=self.name, startup=startup)
+        return serve_child(
+            checkpoint, options, port, argv, env, protocol="tgi", launcher=self.name, engine="embedded", startup=startup
+        )

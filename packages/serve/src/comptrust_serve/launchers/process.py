@@ -157,7 +157,15 @@ class ProcessLauncher:
         argv = guard_argv(list(command.argv), options.stop_timeout_s)
         env = {**environ, **command.env, "PYTHONUNBUFFERED": "1"}
         return serve_child(
-            checkpoint, options, port, argv, env, protocol=command.protocol, launcher=self.name, startup=startup
+            checkpoint,
+            options,
+            port,
+            argv,
+            env,
+            protocol=command.protocol,
+            launcher=self.name,
+            engine=options.engine,
+            startup=startup,
         )
 
 
@@ -170,6 +178,7 @@ def serve_child(
     *,
     protocol: Literal["tgi", "openai"],
     launcher: str,
+    engine: str,
     startup: Startup | None = None,
 ) -> ProcessHandle:
     """Spawn ``argv`` (logging to a fresh file in ``options.log_dir``), describe it as an endpoint on ``port``, and
@@ -189,6 +198,8 @@ def serve_child(
         manifest=checkpoint.manifest,
         launcher=launcher,
         handle=str(process.pid),
+        engine=engine,
+        dtype=options.dtype,
     )
     handle = ProcessHandle(endpoint, process, log_path, stop_timeout_s=options.stop_timeout_s)
     try:
