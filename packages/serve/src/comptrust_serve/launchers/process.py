@@ -26,6 +26,7 @@ from comptrust_core import ConfigError
 from comptrust_core.endpoint import Endpoint
 
 from comptrust_serve.checkpoint import Checkpoint
+from comptrust_serve.engine_install import engine_python
 from comptrust_serve.launchers import register_launcher
 from comptrust_serve.launchers.base import LaunchOptions, ServerHandle, Startup
 from comptrust_serve.launchers.engines import ENGINE_BINARIES, check_engine_options, engine_command
@@ -131,19 +132,32 @@ class ProcessLauncher:
     name: ClassVar[str] = "process"
 
     def unavailable_reason(self) -> str | None:
-        if any(shutil.which(binary) for binary in ENGINE_BINARIES.values()):
+        if any(shutil.which(binary) for binary in ENGINE_BINARIES.values()) or engine_python() is not None:
             return None
-        return "neither text-generation-launcher (TGI) nor vllm is on PATH; install one, or use --launcher embedded"
+        return (
+            "neither text-generation-launcher (TGI) nor vllm is on PATH, and no vLLM is installed "
+            "(`uv run serve install-engine vllm`); install one, or use --launcher embedded"
+        )
 
     def preflight(self, options: LaunchOptions) -> None:
-        """Raise :class:`ConfigError` on engine flags that cannot work, or unless ``options.engine``'s program is on
-        PATH (checked before any start)."""
+        """Raise :class:`ConfigError` on engine flags that cannot work, or unless ``options.engine``'s program is
+        there: ``--engine-command``, an installed vLLM (``serve install-engine vllm``), or PATH's (checked before
+        any start)."""
         check_engine_options(options)
+        if options.engine_command:
+            if shutil.which(options.engine_command[0]) is None and not Path(options.engine_command[0]).exists():
+                raise ConfigError(f"--engine-command: {options.engine_command[0]} is not a program here")
+            return
+        if options.engine == "vllm" and engine_python({**os.environ, **options.env}) is not None:
+            return
         binary = ENGINE_BINARIES[options.engine]
         if shutil.which(binary, path=options.env.get("PATH")) is None:
             other = "vllm" if options.engine == "tgi" else "tgi"
+            install = (
+                "; or `uv run serve install-engine vllm` (its own environment)" if options.engine == "vllm" else ""
+            )
             raise ConfigError(
-                f"--engine {options.engine} needs {binary} on PATH; install it, pick --engine {other}, "
+                f"--engine {options.engine} needs {binary} on PATH{install}; install it, pick --engine {other}, "
                 "or use --launcher docker or embedded"
             )
 
