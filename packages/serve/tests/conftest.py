@@ -75,6 +75,14 @@ def tgi_schema() -> SchemaCheck:
     return assert_matches
 
 
+@pytest.fixture(autouse=True)
+def _no_installed_engine(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake engines on PATH, not a real vLLM that `serve install-engine` put in the cache, in these tests (the
+    real one has its own test, tests/test_vllm_engine.py); child processes inherit the variable too."""
+    monkeypatch.setenv("COMPTRUST_CACHE", str(tmp_path_factory.getbasetemp() / "no-engine-cache"))
+    monkeypatch.delenv("COMPTRUST_VLLM_PYTHON", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-llama")
