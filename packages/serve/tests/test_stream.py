@@ -149,7 +149,8 @@ def test_completions_echo_the_prompt_with_its_logprobs(
         t["logprob"] for t in generated["details"]["tokens"]
     ]
     assert logprobs["token_logprobs"][1:] == expected[1:]
-    assert logprobs["top_logprobs"][: len(prompt_ids)] == [None] * len(prompt_ids)
+    assert logprobs["top_logprobs"][0] is None  # nothing comes before the first prompt token
+    assert all(len(top) == 1 for top in logprobs["top_logprobs"][1 : len(prompt_ids)])  # then its alternatives
     assert all(len(top) == 1 for top in logprobs["top_logprobs"][len(prompt_ids) :])
     status, _, raw = post(f"{url}/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "echo": True})
     assert status == 422

@@ -1,10 +1,12 @@
 """The aiohttp application: routes, bearer-token check, and TGI-shaped errors.
 
-Routes: ``POST /generate``, ``POST /generate_stream`` (server-sent events), ``POST /tokenize``, ``GET /health``,
-``GET /info``, ``GET /metrics`` (TGI) and ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``
-(OpenAI). Every error body is TGI's ``{"error", "error_type"}``: 422 for invalid parameters, 429 when the queue is
-full, 424 when generation fails, 401 for a missing or wrong bearer token (``/health`` needs none), 503 while shutting
-down; an error after a stream has started is its last event, in the same shape.
+Routes: ``POST /generate``, ``POST /generate_stream`` (server-sent events), ``POST /`` (TGI's compat route, which
+huggingface_hub's ``text_generation`` posts to: either of the two by the body's ``stream``), ``POST /tokenize``,
+``GET /health``, ``GET /info``, ``GET /metrics`` (TGI) and ``POST /v1/chat/completions``, ``POST /v1/completions``
+(each streamed with ``stream: true``), ``GET /v1/models`` (OpenAI). Every error body is TGI's
+``{"error", "error_type"}``: 422 for invalid parameters, 429 when the queue is full, 424 when generation fails, 401
+for a missing or wrong bearer token (``/health`` needs none), 503 while shutting down; an error after a stream has
+started is its last event, in the same shape.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
@@ -24,7 +27,20 @@ from aiohttp import web
 
 from comptrust_serve.embedded.codec import Codec
 from comptrust_serve.embedded.metrics import Metrics
-from comptrust_serve.embedded.openai import models_body, parse_chat, parse_completion, render_chat, render_completion
+from comptrust_serve.embedded.openai import (
+    OpenAICall,
+    StreamText,
+    chat_token_logprobs,
+    chunk,
+    chunk_choice,
+    finish_reason,
+    models_body,
+    parse_chat,
+    parse_completion,
+    render_chat,
+    render_completion,
+    usage_body,
+)
 from comptrust_serve.embedded.tgi import (
     GenerateCall,
     info_body,
@@ -34,7 +50,7 @@ from comptrust_serve.embedded.tgi import (
     render_stream_token,
     render_tokenize,
 )
-from comptrust_serve.embedded.types import GenRequest, GenResult, Limits, ServerError
+from comptrust_serve.embedded.types import GenRequest, GenResult, Limits, ServerError, TokenCallback
 
 __all__ = ["Backend", "ServerSettings", "create_app"]
 
@@ -71,7 +87,7 @@ class ServerSettings:
 
 
 _ERROR_TYPE = web.ResponseKey("error_type", str)  # set on error responses, for the metrics
-_GENERATION_ROUTES = frozenset({"/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions"})
+_GENERATION_ROUTES = frozenset({"/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions"})
 
 
 def error_response(status: int, message: str, error_type: str) -> web.Response:
@@ -202,6 +218,81 @@ async def _stream(
         future.cancel()
 
 
+_Event = tuple[int, int, float | None, tuple[tuple[int, float], ...] | None] | tuple[int, None, None, None]
+
+
+async def _openai_stream(
+    request: web.Request, backend: Backend, call: OpenAICall, codec: Codec, metrics: Metrics, *, model: str
+) -> web.StreamResponse:
+    """OpenAI's streaming: a chunk per token of each choice (choices interleave, by ``index``), each choice's last
+    chunk carrying its ``finish_reason``, a usage chunk when asked, then ``data: [DONE]``. Errors before the first
+    byte are plain JSON responses; later ones are an event in TGI's shape, then ``[DONE]``."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[_Event] = asyncio.Queue()
+
+    def push(item: _Event) -> None:
+        with suppress(RuntimeError):  # the loop closed: nobody is listening any more
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+    def on_token(index: int) -> TokenCallback:
+        return lambda token, logprob, top: push((index, token, logprob, top))
+
+    def on_done(index: int) -> Callable[[Future[GenResult]], None]:
+        return lambda _: push((index, None, None, None))
+
+    rows = list(call.requests)
+    for index, row in enumerate(rows):
+        row.on_token = on_token(index)
+    futures = [backend.submit(row) for row in rows]  # Overloaded / ShuttingDown become JSON errors here
+    for index, future in enumerate(futures):
+        future.add_done_callback(on_done(index))
+    texts = [StreamText(codec, row.stop) for row in rows]
+    started = [False] * len(rows)
+    call_id = f"{'chatcmpl' if call.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+
+    async def send(index: int, text: str, finish: str | None, logprobs: dict[str, Any] | None = None) -> None:
+        first = not started[index]
+        started[index] = True
+        choice = chunk_choice(call, index, text, finish, logprobs, first=first)
+        await response.write(_sse(chunk(call, call_id, created, model, [choice])))
+
+    try:
+        await response.prepare(request)
+        results: list[GenResult | None] = [None] * len(rows)
+        open_rows = len(rows)
+        while open_rows:
+            index, token, logprob, top = await events.get()
+            if token is not None:
+                logprobs = (
+                    chat_token_logprobs(codec, token, logprob, top) if call.logprobs and call.kind == "chat" else None
+                )
+                await send(index, texts[index].push(token), None, logprobs)
+                continue
+            open_rows -= 1
+            try:
+                result = await asyncio.wrap_future(futures[index])
+            except ServerError as exc:
+                response[_ERROR_TYPE] = exc.error_type
+                await response.write(_sse({"error": str(exc), "error_type": exc.error_type}))
+                break
+            results[index] = result
+            metrics.sequence_done(result.prompt_tokens, len(result.token_ids))
+            await send(index, texts[index].finish(result), finish_reason(result))
+        else:
+            if call.include_usage:
+                done = [r for r in results if r is not None]
+                usage = {**chunk(call, call_id, created, model, []), "usage": usage_body(call, done)}
+                await response.write(_sse(usage))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.Application:
     """The embedded server's routes over ``backend``."""
     metrics = Metrics()
@@ -238,6 +329,17 @@ def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.
         call = parse_generate(await _body(request), codec, limits, stream=True)
         return await _stream(request, backend, call, codec, metrics)
 
+    async def compat(request: web.Request) -> web.StreamResponse:
+        """TGI's ``POST /``: ``/generate`` (answered as a one-element list) or ``/generate_stream`` by ``stream``."""
+        body = await _body(request)
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        fields = {k: v for k, v in body.items() if k != "stream"} if isinstance(body, dict) else body
+        call = parse_generate(fields, codec, limits, stream=streamed)
+        if streamed:
+            return await _stream(request, backend, call, codec, metrics)
+        (result,) = await _run(backend, [call.request], metrics)
+        return web.json_response([render_generate(call, result, codec)])
+
     async def tokenize(request: web.Request) -> web.Response:
         return web.json_response(render_tokenize(await _body(request), codec))
 
@@ -245,13 +347,17 @@ def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.
         text = metrics.render(queue_size=backend.queue_size, batch_size=backend.batch_size)
         return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"})
 
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         call = parse_chat(await _body(request), codec, limits)
+        if call.stream:
+            return await _openai_stream(request, backend, call, codec, metrics, model=settings.name)
         results = await _run(backend, call.requests, metrics)
         return web.json_response(render_chat(call, results, codec, settings.name))
 
-    async def completions(request: web.Request) -> web.Response:
+    async def completions(request: web.Request) -> web.StreamResponse:
         call = parse_completion(await _body(request), codec, limits)
+        if call.stream:
+            return await _openai_stream(request, backend, call, codec, metrics, model=settings.name)
         results = await _run(backend, call.requests, metrics)
         return web.json_response(render_completion(call, results, codec, settings.name))
 
@@ -260,6 +366,7 @@ def create_app(backend: Backend, codec: Codec, settings: ServerSettings) -> web.
 
     app.add_routes(
         [
+            web.post("/", compat),
             web.get("/health", health),
             web.get("/info", get_info),
             web.post("/generate", generate),

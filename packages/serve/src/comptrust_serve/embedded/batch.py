@@ -36,6 +36,7 @@ class Row:
     logprobs: list[float] = field(default_factory=list)
     top_tokens: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     prefill_logprobs: tuple[float | None, ...] | None = None
+    prefill_top_tokens: tuple[tuple[tuple[int, float], ...] | None, ...] | None = None
     finish: FinishReason | None = None
     stop_hit: str | None = None
 
@@ -80,6 +81,7 @@ class Row:
             logprobs=tuple(self.logprobs) if self.request.logprobs else None,
             top_tokens=tuple(self.top_tokens) if self.request.top_n > 0 else None,
             prefill_logprobs=self.prefill_logprobs,
+            prefill_top_tokens=self.prefill_top_tokens,
         )
 
 

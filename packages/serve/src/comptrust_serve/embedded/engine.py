@@ -253,6 +253,10 @@ class Engine:
             logp = torch.log_softmax(out.logits[0, :-1, :].float(), dim=-1)
             targets = torch.tensor(row.request.prompt_ids[1:], device=logp.device).unsqueeze(1)
             row.prefill_logprobs = (None, *logp.gather(1, targets).squeeze(1).tolist())
+            if row.request.top_n > 0:  # the prompt's own alternatives (OpenAI's echo with logprobs=N, as vLLM)
+                values, indices = logp.topk(row.request.top_n, dim=-1)
+                tops = (tuple(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True))
+                row.prefill_top_tokens = (None, *tops)
         self._choose(rows, out.logits[:, -1, :])
         return Batch(rows, cache, mask, mergeable)
 

@@ -4,8 +4,11 @@ Semantics follow OpenAI (and vLLM): ``temperature`` defaults to 1 (sampling); 0 
 stop sequence that ended generation; ``finish_reason`` is ``stop`` (EOS or a stop sequence) or ``length``; ``n``
 choices are generated as ``n`` rows, choice ``i`` seeded with ``seed + i``. ``/v1/completions`` takes ``echo``: the
 prompt leads each choice's text, and with ``logprobs`` its tokens lead the legacy logprobs object (the first prompt
-token's log-probability is null; prompt positions have no ``top_logprobs``, null there). Errors use TGI's
-``{"error", "error_type"}`` body, as TGI's OpenAI routes do. Streaming, tools and penalties are refused with 422.
+token's log-probability is null; with ``logprobs=N`` each later prompt position gets its ``N`` most likely tokens, as
+vLLM gives them). ``stream: true`` answers with server-sent events, ``chat.completion.chunk`` /
+``text_completion`` chunks and a final ``data: [DONE]`` (``stream_options.include_usage`` adds a usage chunk): the
+shape the openai SDK and huggingface_hub read. Errors use TGI's ``{"error", "error_type"}`` body, as TGI's OpenAI
+routes do. Tools, penalties, and streaming a completion's logprobs or echo are refused with 422.
 """
 
 from __future__ import annotations
@@ -30,10 +33,22 @@ from comptrust_serve.embedded.fields import (
 )
 from comptrust_serve.embedded.types import GenRequest, GenResult, InvalidRequest, Limits, Sampling
 
-__all__ = ["OpenAICall", "models_body", "parse_chat", "parse_completion", "render_chat", "render_completion"]
+__all__ = [
+    "OpenAICall",
+    "StreamText",
+    "chat_token_logprobs",
+    "chunk",
+    "chunk_choice",
+    "finish_reason",
+    "models_body",
+    "parse_chat",
+    "parse_completion",
+    "render_chat",
+    "render_completion",
+    "usage_body",
+]
 
 _UNSUPPORTED: Mapping[str, object] = {
-    "stream": False,
     "frequency_penalty": 0.0,
     "presence_penalty": 0.0,
     "repetition_penalty": 1.0,
@@ -57,6 +72,8 @@ class OpenAICall:
     logprobs: bool
     top_logprobs: int
     echo_prompts: tuple[str, ...] | None = None
+    stream: bool = False
+    include_usage: bool = False
 
 
 def _sampling(obj: Mapping[str, Any]) -> Sampling:
@@ -147,6 +164,16 @@ def _logprob_options(obj: Mapping[str, Any], limits: Limits, *, chat: bool) -> t
     return legacy is not None, legacy or 0
 
 
+def _stream_options(obj: Mapping[str, Any]) -> tuple[bool, bool]:
+    stream = opt_bool(obj, "stream", False)
+    options = obj.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("`stream_options` must be an object")
+    if options and not stream:
+        raise InvalidRequest("`stream_options` can only be given with `stream: true`")
+    return stream, bool(options and options.get("include_usage"))
+
+
 def parse_chat(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     obj = as_object(body, "body")
     reject_unsupported(obj, _UNSUPPORTED_CHAT)
@@ -157,7 +184,8 @@ def parse_chat(body: object, codec: Codec, limits: Limits) -> OpenAICall:
     ids = codec.encode(rendered, add_special_tokens=False)
     logprobs, top = _logprob_options(obj, limits, chat=True)
     rows, n = _rows([ids], obj, limits, logprobs=logprobs, top_n=top)
-    return OpenAICall("chat", rows, n, logprobs, top)
+    stream, usage = _stream_options(obj)
+    return OpenAICall("chat", rows, n, logprobs, top, stream=stream, include_usage=usage)
 
 
 def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
@@ -169,9 +197,14 @@ def parse_completion(body: object, codec: Codec, limits: Limits) -> OpenAICall:
         raise InvalidRequest("`prompt` must be a non-empty string or a non-empty list of non-empty strings")
     logprobs, top = _logprob_options(obj, limits, chat=False)
     echo = opt_bool(obj, "echo", False)
+    stream, usage = _stream_options(obj)
+    if stream and (logprobs or echo):
+        raise InvalidRequest("`logprobs` and `echo` are not supported with `stream` on /v1/completions here")
     encoded = [codec.encode(p) for p in prompts]
     rows, n = _rows(encoded, obj, limits, logprobs=logprobs, top_n=top, prefill=echo and logprobs)
-    return OpenAICall("completion", rows, n, logprobs, top, tuple(prompts) if echo else None)
+    return OpenAICall(
+        "completion", rows, n, logprobs, top, tuple(prompts) if echo else None, stream=stream, include_usage=usage
+    )
 
 
 def _text(result: GenResult, codec: Codec) -> str:
@@ -248,7 +281,10 @@ def _legacy_logprobs(request: GenRequest, result: GenResult, codec: Codec, echo:
         prefill = result.prefill_logprobs or (None,) * len(request.prompt_ids)
         ids = [*request.prompt_ids, *ids]
         token_logprobs = [*prefill, *token_logprobs]
-        tops = None if tops is None else [*([None] * len(request.prompt_ids)), *tops]
+        if tops is not None:  # the prompt's own alternatives, as vLLM gives them (none before the first token)
+            prompt_tops = result.prefill_top_tokens or (None,) * len(request.prompt_ids)
+            heads = [None if top is None else {codec.token_text(i): v for i, v in top} for top in prompt_tops]
+            tops = [*heads, *tops]
     texts = [codec.token_text(t) for t in ids]
     return {
         "tokens": texts,
@@ -268,6 +304,82 @@ def render_completion(call: OpenAICall, results: Sequence[GenResult], codec: Cod
             text = call.echo_prompts[index // call.n] + text
         choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": _finish(result)})
     return _envelope(call, model, results, choices)
+
+
+class StreamText:
+    """One choice's text as it streams: each new token's decoded text, holding back what could still turn out to be
+    the start of a stop sequence (or half a character), so that the pieces add up to the final text."""
+
+    def __init__(self, codec: Codec, stop: Sequence[str]) -> None:
+        self.codec = codec
+        self.holdback = max((len(s) for s in stop), default=1) - 1
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.codec.decode(self.ids)
+        ready = text[: len(text) - self.holdback] if self.holdback else text
+        if ready.endswith("\ufffd"):  # an incomplete character: wait for its next byte
+            ready = ready[:-1]
+        return self._advance(ready)
+
+    def finish(self, result: GenResult) -> str:
+        return self._advance(_text(result, self.codec))
+
+    def _advance(self, text: str) -> str:
+        if not text.startswith(self.sent) or len(text) <= len(self.sent):
+            return ""
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
+
+
+def chunk(call: OpenAICall, call_id: str, created: int, model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One streamed chunk (``chat.completion.chunk`` or ``text_completion``)."""
+    chat = call.kind == "chat"
+    return {
+        "id": call_id,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "comptrust-embedded",
+        "choices": choices,
+    }
+
+
+def chunk_choice(
+    call: OpenAICall, index: int, text: str, finish: str | None, logprobs: dict[str, Any] | None = None, *, first: bool
+) -> dict[str, Any]:
+    if call.kind == "chat":
+        delta: dict[str, Any] = {"content": text}
+        if first:
+            delta["role"] = "assistant"
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+
+
+def chat_token_logprobs(
+    codec: Codec, token: int, logprob: float | None, top: Sequence[tuple[int, float]] | None
+) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": codec.token_text(token),
+                "logprob": logprob,
+                "top_logprobs": [{"token": codec.token_text(i), "logprob": v} for i, v in (top or ())],
+            }
+        ]
+    }
+
+
+def usage_body(call: OpenAICall, results: Sequence[GenResult]) -> dict[str, int]:
+    prompt_tokens = sum(r.prompt_tokens for r in results[:: call.n])
+    completion = sum(len(r.token_ids) for r in results)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+def finish_reason(result: GenResult) -> str:
+    return _finish(result)
 
 
 def models_body(model: str, created: int) -> dict[str, Any]:

@@ -112,7 +112,8 @@ class GenResult:
 
     ``logprobs`` are the model's own log-probabilities (before temperature, top-k or top-p) of the chosen tokens;
     ``top_tokens`` holds, per step, the ``top_n`` most likely ``(id, logprob)`` pairs; ``prefill_logprobs`` holds
-    one entry per prompt token, ``None`` for the first.
+    one entry per prompt token, ``None`` for the first, and ``prefill_top_tokens`` (with ``top_n``) the ``top_n``
+    most likely ``(id, logprob)`` pairs at each prompt position, ``None`` for the first.
     """
 
     prompt_tokens: int
@@ -123,3 +124,4 @@ class GenResult:
     logprobs: tuple[float, ...] | None = None
     top_tokens: tuple[tuple[tuple[int, float], ...], ...] | None = None
     prefill_logprobs: tuple[float | None, ...] | None = None
+    prefill_top_tokens: tuple[tuple[tuple[int, float], ...] | None, ...] | None = None
