@@ -383,6 +383,10 @@ def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:
     options = launch_options(embedded, cell, (1,), tmp_path)
     assert options.env["CUDA_VISIBLE_DEVICES"] == "1" and options.num_shard is None
     assert launch_options(embedded, cell, (), tmp_path).env == {}
+    flags = 'engine_args = ["--enforce-eager"]\nengine_command = ["/opt/vllm/bin/python", "-m", "x"]\n'
+    process = parse_plan(_plan(tmp_path, gpus="[0]") + 'engine = "vllm"\n' + flags)
+    options = launch_options(process, process.cells()[0], (), tmp_path)
+    assert options.extra_args == ("--enforce-eager",) and options.engine_command == ("/opt/vllm/bin/python", "-m", "x")
 
 
 def test_a_crash_mid_compression_keeps_what_was_made(tmp_path: Path) -> None:

@@ -128,6 +128,10 @@ class MethodPlan(_Strict):
 class ServePlan(_Strict):
     launcher: str = Field(default="embedded", description="embedded | process | docker | auto")
     engine: Literal["tgi", "vllm"] = "tgi"
+    engine_args: list[str] = Field(default_factory=list, description="more flags for the engine's command line")
+    engine_command: list[str] | None = Field(
+        default=None, description="the process launcher's engine program, replacing the one it finds"
+    )
     image: str | None = Field(default=None, description="container image override (docker launcher)")
     gpus: list[int] = Field(default_factory=list, description="GPU indices the sweep may use; empty: CPU / one server")
     gpus_per_server: int = Field(default=1, ge=1, description="GPUs each server gets (TGI num_shard)")

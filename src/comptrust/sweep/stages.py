@@ -148,6 +148,8 @@ def launch_options(plan: Plan, cell: Cell, gpus: tuple[int, ...], log_dir: Path)
         image=s.image,
         gpus=gpus,
         num_shard=len(gpus) if len(gpus) > 1 else None,
+        extra_args=tuple(s.engine_args),
+        engine_command=tuple(s.engine_command) if s.engine_command else None,
         **optional,
     )
 
