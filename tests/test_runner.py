@@ -30,7 +30,7 @@ from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, Ru
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
 from comptrust.sweep.cli import main
-from comptrust.sweep.estimate import DEFAULTS, estimate, format_estimate
+from comptrust.sweep.estimate import DEFAULTS, VLLM_CPU_STARTUP_S, estimate, format_estimate
 from comptrust.sweep.plan import EvaluatePlan, parse_plan
 from comptrust.sweep.runner import run_sweep
 from comptrust.sweep.stages import Stages, evaluate_config, launch_options, request_counts
@@ -371,6 +371,11 @@ def test_a_fresh_estimate_assumes_each_methods_own_times(tmp_path: Path) -> None
     low, high = min(est.rates.values()), max(est.rates.values())
     assert f"at {low:.2f}-{high:.2f} req/s by method per server (assumed)" in format_estimate(plan, est)
     assert cpu.rate("no-such-method") == cpu.requests_per_s["*"] and cpu.compress("rtn") == cpu.compress_s["*"]
+    text = _plan(tmp_path / "vllm").replace('launcher = "docker"', 'launcher = "process"') + 'engine = "vllm"\n'
+    vllm = parse_plan(text)
+    assert vllm.study.device == "cpu"  # vLLM's CPU build compiles at start-up: its own assumption, not the embedded one
+    est = estimate(vllm, load_state(tmp_path / "vllm", tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    assert est.evaluate_s == pytest.approx(sum(VLLM_CPU_STARTUP_S + n / cpu.rate(c.method) for c in vllm.cells()))
 
 
 def test_launch_options_carry_the_gpu_group_and_engine(tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ class Assumptions:
         return self.requests_per_s.get(method, self.requests_per_s["*"])
 
 
+VLLM_CPU_STARTUP_S = 125.0
+"""vLLM's CPU build, from launch to healthy, SmolLM2-135M on the project's 2-core machine (2026-12-06: 125 s, measured
+by benchmarks/vllm_kinds.py; it compiles at start-up): assumed for a CPU plan served by vLLM until one is measured."""
+
 DEFAULTS: dict[str, Assumptions] = {
     # SmolLM2-135M on the CPU, the embedded server, the quick suite at 16 in flight: examples/quickstart.toml from a
     # fresh clone on 2026-11-23, on the project's idle 2-core machine (load average below 1): 6m30s in all. Each
@@ -190,7 +194,10 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         measured_rate if measured_rate else (assumed.rate(method_of[to_evaluate[0]] if to_evaluate else "*"), None)
     )
     startups = [cs.startup_s for cs in state.cells.values() if cs.startup_s is not None]
-    startup = (statistics.fmean(startups), True) if startups else (assumed.startup_s, False)
+    assumed_startup = assumed.startup_s
+    if plan.study.device == "cpu" and plan.serve.launcher in ("process", "docker") and plan.serve.engine == "vllm":
+        assumed_startup = VLLM_CPU_STARTUP_S
+    startup = (statistics.fmean(startups), True) if startups else (assumed_startup, False)
     n_requests = sum(requests.values()) if requests else 0
     per_cell = [startup[0] + (n_requests / rates[n] if requests else 0.0) for n in to_evaluate]
     slots = plan.serve.slots()
