@@ -31,6 +31,9 @@ __all__ = ["Fleet", "FleetFailure", "fleet_ports", "launch_fleet"]
 
 logger = logging.getLogger(__name__)
 
+_WAIT_S = 0.5
+"""How often the waiting thread wakes (an interrupt is acted on at once all the same: the wait is interruptible)."""
+
 
 @dataclass(frozen=True)
 class FleetFailure:
@@ -136,16 +139,17 @@ def launch_fleet(
     ]
     fleet = Fleet(launcher=chosen.name)
     try:
-        if len(starts) == 1:
-            # One server starts on this thread, so that Ctrl-C or SIGTERM (raised here as KeyboardInterrupt) reaches
-            # the launcher mid-start (an image pull, say). Several start on threads; interrupted, this thread calls
-            # them all off below: what they spawned is stopped at once, and their health waits give up.
-            starts[0].run()
-        else:
-            for start in starts:
-                start.start()
-            for start in starts:
-                start.join()
+        # Every server starts on a thread of its own, one alone too; this thread only waits. Ctrl-C or SIGTERM
+        # (raised here as KeyboardInterrupt) then always lands in this wait, never inside a launcher's or a
+        # library's code, where an exception raised by a signal handler can break a lock mid-operation (seen in CI:
+        # SIGTERM during a container's start surfaced as "release unlocked lock", a failed start, not an interrupt).
+        # Interrupted, this thread calls the starts off below: what they spawned is stopped at once, and their
+        # health waits give up.
+        for start in starts:
+            start.start()
+        for start in starts:
+            while start.is_alive():
+                start.join(_WAIT_S)
     except BaseException:
         startup.cancel()  # stops every server spawned so far; any spawned from now on is stopped at once
         deadline = time.monotonic() + options.stop_timeout_s + 5
