@@ -27,17 +27,18 @@ from comptrust_evaluate.config import EndpointSpec
 from comptrust_evaluate.store.ndjson import read_records
 from comptrust_serve import LaunchOptions, launch, launch_fleet, open_checkpoint
 
+CALIBRATION: dict[str, Any] = {"calib_samples": 16, "calib_seqlen": 128, "calib_seed": 0}  # the quickstart's
 KINDS: dict[str, dict[str, Any]] = {
     "dense": {"method": "dense"},
-    "fake-quant-gptq-w4": {"method": "gptq", "bits": 4, "export": "fake-quant"},
-    "gptq-w4": {"method": "gptq", "bits": 4},
-    "gptq-w8": {"method": "gptq", "bits": 8},
-    "gptq-w3": {"method": "gptq", "bits": 3},
-    "awq-w4": {"method": "awq", "bits": 4},
+    "fake-quant-gptq-w4": {"method": "gptq", "bits": 4, "export": "fake-quant", **CALIBRATION},
+    "gptq-w4": {"method": "gptq", "bits": 4, **CALIBRATION},
+    "gptq-w8": {"method": "gptq", "bits": 8, **CALIBRATION},
+    "gptq-w3": {"method": "gptq", "bits": 3, **CALIBRATION},
+    "awq-w4": {"method": "awq", "bits": 4, **CALIBRATION},
     "rtn-w4": {"method": "rtn", "bits": 4},
     "magnitude-2of4": {"method": "magnitude", "pattern": "2:4"},
-    "sparsegpt-2of4": {"method": "sparsegpt", "pattern": "2:4"},
-    "wanda-s0.5": {"method": "wanda", "sparsity": 0.5},
+    "sparsegpt-2of4": {"method": "sparsegpt", "pattern": "2:4", **CALIBRATION},
+    "wanda-s0.5": {"method": "wanda", "sparsity": 0.5, **CALIBRATION},
 }
 
 
