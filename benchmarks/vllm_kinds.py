@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         if o.scores:
             deltas = ", ".join(f"{p} {b - a:+.1f}" for p, (a, b) in o.scores.items() if a is not None and b is not None)
             print(f"score deltas vLLM - embedded, {o.kind}: {deltas}")
-    (args.out / "summary.json").write_text(json.dumps([o.__dict__ for o in outcomes], indent=1, default=str))
+    summary = args.out / "summary.json"  # kept by kind across runs, so kinds can be measured one call at a time
+    kept = {o["kind"]: o for o in json.loads(summary.read_text())} if summary.exists() else {}
+    kept.update({o.kind: o.__dict__ for o in outcomes})
+    summary.write_text(json.dumps([kept[k] for k in KINDS if k in kept], indent=1, default=str))
     return 0
 
 
