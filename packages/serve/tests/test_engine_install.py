@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -106,3 +107,36 @@ def test_install_without_uv_or_of_another_engine_is_a_clear_error(
         install_engine("vllm", cpu=True)
     with pytest.raises(ConfigError, match="knows vllm only"):
         install_engine("tgi")
+
+
+def _weight_only(folder: Path, dtype: str) -> Path:
+    config = json.loads((folder / "config.json").read_text())
+    group = {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32}}
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "config_groups": {"group_0": {**group, "input_activations": None}},
+    }
+    config["torch_dtype"] = dtype
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_vllm_cpu_refuses_float32_for_integer_weight_only_checkpoints_before_start_up(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM CPU's WNA16 kernel has no float32 version: the engine would die compiling the model minutes later
+    monkeypatch.setattr("comptrust_serve.engine_install.detect_gpus", lambda: None)
+    environ = {"COMPTRUST_VLLM_PYTHON": sys.executable}
+    folder = _weight_only(Path(shutil.copytree(tiny_checkpoint, tmp_path / "w4")), "bfloat16")
+    with pytest.raises(ConfigError, match=r"no float32 kernel for W4A16 .*--dtype bfloat16"):
+        _argv(folder, LaunchOptions(engine="vllm", dtype="float32"), environ)
+    argv = _argv(folder, LaunchOptions(engine="vllm"), environ)  # its own bfloat16: fine
+    assert "--dtype" not in argv
+    assert "bfloat16" in _argv(folder, LaunchOptions(engine="vllm", dtype="bfloat16"), environ)
+    _weight_only(folder, "float32")  # a float32 config served as it is: refused too
+    with pytest.raises(ConfigError, match="no float32 kernel"):
+        _argv(folder, LaunchOptions(engine="vllm", dtype="auto"), environ)
+    # the same folder through a given command (not known to be the CPU build) or a dense one: not our call
+    _argv(folder, LaunchOptions(engine="vllm", dtype="float32", engine_command=("/opt/vllm/bin/python",)), environ)
+    _argv(tiny_checkpoint, LaunchOptions(engine="vllm", dtype="float32"), environ)

@@ -21,6 +21,7 @@ command line.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -279,6 +280,43 @@ def vllm_cpu_flags(extra_args: tuple[str, ...]) -> list[str]:
     return out
 
 
+def weight_only_int_bits(checkpoint: Checkpoint) -> int | None:
+    """The bit width of a compressed-tensors checkpoint's integer weights when its activations stay unquantized
+    (W4A16, W8A16, W3A16: what GPTQ, AWQ and RTN write), else None."""
+    try:
+        config = json.loads((checkpoint.path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
+        return None
+    for group in (quant.get("config_groups") or {}).values():
+        weights = group.get("weights") if isinstance(group, dict) else None
+        if isinstance(weights, dict) and weights.get("type") == "int" and not group.get("input_activations"):
+            return int(weights.get("num_bits", 0)) or None
+    return None
+
+
+def check_vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> None:
+    """vLLM's CPU build runs integer weight-only checkpoints through its WNA16 kernel (``cpu_gemm_wna16``), which
+    has no float32 version: the engine dies compiling the model. Refuse that before start-up."""
+    bits = weight_only_int_bits(checkpoint)
+    if bits is None:
+        return
+    dtype = options.dtype
+    if dtype in (None, "auto"):
+        try:
+            config = json.loads((checkpoint.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return
+        dtype = config.get("torch_dtype") or config.get("dtype")
+    if dtype in ("float32", "float"):
+        raise ConfigError(
+            f"{checkpoint.name}: vLLM's CPU build has no float32 kernel for W{bits}A16 weights (compressed-tensors, "
+            "its cpu_gemm_wna16); serve it with --dtype bfloat16 (or float16), or on a GPU"
+        )
+
+
 def engine_command(
     checkpoint: Checkpoint,
     options: LaunchOptions,
@@ -296,6 +334,7 @@ def engine_command(
     if spec.name == "vllm" and program[-2:] == VLLM_MODULE:
         args = ["--model", *args]  # the server module takes the folder as --model, `vllm serve` as its argument
     if cpu:
+        check_vllm_cpu_dtype(checkpoint, options)
         args += vllm_cpu_flags(options.extra_args)
     argv = (*program, *args)
     env: dict[str, str] = {}
