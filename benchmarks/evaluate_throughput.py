@@ -30,6 +30,7 @@ import multiprocessing as mp
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -92,11 +93,15 @@ class _StubProtocol(asyncio.Protocol):
                 return
             path = head.split(b" ", 2)[1]
             self.buf = self.buf[end + 4 + length :]
-            out = _RESPONSES.get(path, _NOT_FOUND)
-            if self.delay > 0 and path == b"/generate":
-                asyncio.get_running_loop().call_later(self.delay, self._send, out)
-            else:
-                self._send(out)
+            self.answer(path)
+
+    def answer(self, path: bytes) -> None:
+        """Send the answer to a request for ``path`` (after ``delay`` for /generate)."""
+        out = _RESPONSES.get(path, _NOT_FOUND)
+        if self.delay > 0 and path == b"/generate":
+            asyncio.get_running_loop().call_later(self.delay, self._send, out)
+        else:
+            self._send(out)
 
     def _send(self, out: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -106,10 +111,10 @@ class _StubProtocol(asyncio.Protocol):
         self.transport = None
 
 
-def _serve(sock: socket.socket, delay: float) -> None:
+def _serve(sock: socket.socket, delay: float, protocol: Callable[[float], asyncio.Protocol] = _StubProtocol) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _StubProtocol(delay), sock=sock, backlog=4096)
+        server = await loop.create_server(lambda: protocol(delay), sock=sock, backlog=4096)
         async with server:
             await server.serve_forever()
 
@@ -119,14 +124,14 @@ def _serve(sock: socket.socket, delay: float) -> None:
 class Stub:
     """The stub server in a child process; ``url`` is ready once the context is entered."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, protocol: Callable[[float], asyncio.Protocol] = _StubProtocol) -> None:
         self.delay = delay
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4096)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.proc = mp.get_context("spawn").Process(target=_serve, args=(self.sock, delay), daemon=True)
+        self.proc = mp.get_context("spawn").Process(target=_serve, args=(self.sock, delay, protocol), daemon=True)
 
     def __enter__(self) -> Stub:
         self.proc.start()

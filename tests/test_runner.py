@@ -64,6 +64,7 @@ class Fakes:
     fail_compress: set[str] = field(default_factory=set)
     fail_launch: set[str] = field(default_factory=set)
     crash_evaluate: set[str] = field(default_factory=set)
+    stop_evaluate: set[str] = field(default_factory=set)  # the endpoint's breaker gives up after 2 of 5 requests
     crash_compress: set[str] = field(default_factory=set)
     slow_launch: dict[str, threading.Event] = field(default_factory=dict)
     pair_up: bool = False  # evaluations wait for a partner: proves two servers run at once
@@ -142,6 +143,8 @@ class Fakes:
         summary = EndpointSummary(
             name=name, url="", protocol="tgi", total=5, resumed=0, ok=5, errors=0, refusals=0, elapsed_s=2.5
         )
+        if name in self.stop_evaluate:
+            summary = dataclasses.replace(summary, ok=2, left=3, stopped="no answer for 60s (HTTP 500: down)")
         return RunSummary(config.out, "run", "suite quick", False, (summary,))
 
     def analyze(self, config: AnalysisConfig) -> str:
@@ -249,6 +252,19 @@ def test_failing_cells_are_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
     assert result2.failed == ("m-gptq-w8-seed0",)
     state = load_state(tmp_path / "out", tmp_path / "plan.toml")
     assert state.cells["m-gptq-w8-seed0"].error == "--bits 8 cannot be done here"
+
+
+def test_a_cell_whose_server_stops_answering_fails_at_evaluate_and_a_rerun_redoes_it(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes(stop_evaluate={"m-gptq-w8-seed0"})
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert result.failed == ("m-gptq-w8-seed0",)
+    cell = load_state(tmp_path / "out", tmp_path / "plan.toml").cells["m-gptq-w8-seed0"]
+    assert cell.failed_stage == "evaluate" and "stopped answering (no answer for 60s" in (cell.error or "")
+    assert "3 requests left" in (cell.error or "")
+    fakes2 = Fakes()
+    assert run_sweep(plan, tmp_path / "plan.toml", fakes2.stages()).failed == ()
+    assert fakes2.evaluated == ["m-gptq-w8-seed0"]
 
 
 def test_a_crash_mid_evaluation_resumes_at_every_stage(tmp_path: Path) -> None:

@@ -96,10 +96,23 @@ def test_concurrency_and_compact_flags(tmp_path: Path) -> None:
 
 
 def test_progress_line_has_every_column() -> None:
-    ep = EndpointProgress(name="e", total=10, done=4, errors=1, retries=3, tokens=0, in_flight=2, limit=8)
+    ep = EndpointProgress(name="e", total=10, done=4, errors=1, tokens=0, taken=5, limit=8)
+    ep.sending_now = lambda: 2  # on the wire; the other 3 taken wait to be retried
+    ep.retry_kinds.update({"5xx": 2, "429": 1})
+    ep.error_kinds["deadline"] = 1
     line = ep.line()
-    for part in ("4/10 done", "req/s", "tok/s", "2 in flight (limit 8)", "3 retries", "1 errors"):
+    parts = (
+        "4/10 done",
+        "req/s",
+        "tok/s",
+        "2 sending (limit 8)",
+        "3 waiting (a slot or a retry)",
+        "retries: 5xx 2, 429 1",
+    )
+    for part in (*parts, "errors: deadline 1", "breaker closed"):
         assert part in line
+    ep.breaker, ep.breaker_why = "open", "HTTP 500: boom"
+    assert "breaker open (HTTP 500: boom)" in ep.line()
 
 
 def test_bar_progress_runs_to_the_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,6 +123,22 @@ def test_bar_progress_runs_to_the_end(tmp_path: Path, capsys: pytest.CaptureFixt
         assert main([*argv, "--progress", "bar"]) == 0
     out = capsys.readouterr().out
     assert "20/20" in out and "tok/s" in out and "retries" in out
+
+
+def test_the_summary_in_a_log_file_is_plain_lines_never_a_cut_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": i, "prompt": f"q{i}"}) + "\n" for i in range(5)))
+    with FakeEndpoint() as fake:
+        name = "an-endpoint-with-a-rather-long-name-for-a-narrow-log"
+        argv = ["--endpoint", fake.url, "--name", name, "--prompts", str(prompts), "--out", str(tmp_path / "r")]
+        assert main([*argv, "--progress", "off"]) == 0  # stdout captured: not a terminal
+        url = fake.url
+    out = capsys.readouterr().out
+    assert "…" not in out and "┃" not in out
+    (line,) = [x for x in out.splitlines() if x.startswith("endpoint ")]
+    assert line.startswith(f"endpoint {name} (tgi, {url}): 5/5 done, 5 ok, 0 errors")
 
 
 def test_suite_selection_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

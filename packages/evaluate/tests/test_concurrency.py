@@ -16,56 +16,84 @@ from comptrust_evaluate.config import Limits
 from comptrust_evaluate.testing import FakeEndpoint, Fault
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_starts_at_the_cap_and_halves_on_overload() -> None:
-    c = AimdController(cap=64)
+    clock = Clock()
+    c = AimdController(cap=64, clock=clock)
     assert c.current == 64
-    assert c.on_overload(started_at=time.monotonic())
+    assert c.on_overload(started_at=clock.now)
     assert c.current == 32 and c.backoffs == 1
 
 
-def test_backs_off_once_per_round_trip() -> None:
-    c = AimdController(cap=64)
-    sent = time.monotonic()
+def test_backs_off_once_per_episode() -> None:
+    clock = Clock()
+    c = AimdController(cap=64, cooldown_s=1.0, clock=clock)
+    sent = clock.now
     assert c.on_overload(started_at=sent)
-    # more 429s from requests sent before the back-off say nothing new
+    # more 429s from requests sent before the cut say nothing new, however late they come back
+    clock.now += 5.0
     assert not c.on_overload(started_at=sent)
-    assert c.current == 32
-    assert c.on_overload(started_at=time.monotonic())
-    assert c.current == 16
+    # a request sent after the cut, but answered within the cooldown: the same episode
+    clock.now = sent + 0.5
+    assert not c.on_overload(started_at=sent + 0.1)
+    assert c.current == 32 and c.backoffs == 1
+    clock.now = sent + 1.5
+    assert c.on_overload(started_at=sent + 1.2)
+    assert c.current == 16 and c.backoffs == 2
 
 
 def test_never_below_the_floor() -> None:
-    c = AimdController(cap=8, floor=2)
+    clock = Clock()
+    c = AimdController(cap=8, floor=2, clock=clock)
     for _ in range(10):
-        c.on_overload(started_at=time.monotonic())
+        clock.now += 2.0
+        c.on_overload(started_at=clock.now)
     assert c.current == 2
 
 
-def test_grows_additively_back_to_the_cap() -> None:
-    c = AimdController(cap=64, step=1.0)
-    c.on_overload(started_at=time.monotonic())
+def test_grows_additively_back_to_the_cap_only_while_saturated() -> None:
+    clock = Clock()
+    c = AimdController(cap=64, step=1.0, clock=clock)
+    c.on_overload(started_at=clock.now)
     assert c.current == 32
-    for _ in range(33):  # one window of successes (about `limit` of them): +1
-        c.on_success(0.1)
+    for _ in range(1000):  # the limit is not reached: a higher one would say nothing new
+        c.on_success(saturated=False)
+    assert c.current == 32
+    for _ in range(33):  # one window of saturated successes (about `limit` of them): +1
+        c.on_success(saturated=True)
     assert c.current == 33
     for _ in range(10_000):
-        c.on_success(0.1)
+        c.on_success(saturated=True)
     assert c.current == 64
 
 
-def test_no_growth_while_latency_is_far_above_the_best() -> None:
-    c = AimdController(cap=64, step=1.0, latency_tolerance=3.0)
-    c.on_success(0.1)
-    c.on_overload(started_at=time.monotonic())
-    for _ in range(500):
-        c.on_success(5.0)  # the server is struggling: hold
-    assert c.current == 32
+def test_a_steady_trickle_of_429s_keeps_the_limit_near_the_cap_when_answers_are_fast() -> None:
+    # 5% of requests answered 429 at 3000 requests/s with the limit always saturated: one cut per cooldown, and
+    # growth in between brings it back: the limit never collapses to the floor
+    clock = Clock()
+    c = AimdController(cap=64, clock=clock)
+    lowest = 64
+    for i in range(30_000):  # ten seconds
+        clock.now += 1 / 3000
+        if i % 20 == 0:
+            c.on_overload(started_at=clock.now - 0.01)
+        else:
+            c.on_success(saturated=True)
+        lowest = min(lowest, c.current)
+    assert lowest == 32 and c.backoffs == 10 and c.current >= 48
 
 
 def test_fixed_never_moves() -> None:
     c = AimdController(cap=16, adaptive=False)
     assert not c.on_overload(started_at=time.monotonic())
-    c.on_success(0.1)
+    c.on_success(saturated=True)
     assert c.current == 16
 
 

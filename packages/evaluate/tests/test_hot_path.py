@@ -121,9 +121,9 @@ def test_a_worker_sends_its_next_request_before_the_last_record_is_built(
     events: list[str] = []
     attempt, build = engine._attempt, record_builder.build_record
 
-    async def traced_attempt(session: Any, client: Any, unit: Any) -> Any:
+    async def traced_attempt(session: Any, client: Any, unit: Any, *args: Any) -> Any:
         events.append(f"send {unit.item.item_id}")
-        return await attempt(session, client, unit)
+        return await attempt(session, client, unit, *args)
 
     def traced_build(**kw: Any) -> Record:
         events.append(f"build {kw['unit'].item.item_id}")

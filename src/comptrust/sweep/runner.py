@@ -156,6 +156,8 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
             finally:
                 await asyncio.to_thread(server.stop)
             ep = summary.endpoints[0]
+            if ep.stopped:  # its server stopped answering: the cell failed at evaluate, a rerun does what is left
+                raise RuntimeError(f"the server stopped answering ({ep.stopped}); {ep.left} requests left")
             cs.ok, cs.errors = ep.resumed + ep.ok, ep.errors
             cs.requests, cs.evaluate_s = ep.ok + ep.errors, ep.elapsed_s
             cs.stage, cs.evaluated_with, cs.error, cs.failed_stage = "evaluated", fingerprint, None, None

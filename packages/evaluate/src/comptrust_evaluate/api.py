@@ -51,8 +51,13 @@ class EndpointSummary:
     refusals: int
     elapsed_s: float
     retries: int = 0
-    backoffs: int = 0  # times the adaptive limit went down (429, 503, timeouts)
+    backoffs: int = 0  # times the adaptive limit went down (429, 503)
     final_limit: int = 0  # the concurrency limit at the end
+    stopped: str | None = None  # why the endpoint was given up (its breaker), its requests left for a rerun
+    left: int = 0  # requests of the plan not done (not recorded) when the run ended
+    outages: int = 0  # times the endpoint stopped answering (its breaker opened)
+    retry_kinds: tuple[tuple[str, int], ...] = ()  # retries by what went wrong (429, 5xx, deadline, connection ...)
+    error_kinds: tuple[tuple[str, int], ...] = ()  # error records by what went wrong
 
     @property
     def rate(self) -> float:
@@ -70,6 +75,11 @@ class RunSummary:
     @property
     def errors(self) -> int:
         return sum(e.errors for e in self.endpoints)
+
+    @property
+    def stopped(self) -> tuple[EndpointSummary, ...]:
+        """The endpoints given up on (their breaker): a rerun of the same command does what they left."""
+        return tuple(e for e in self.endpoints if e.stopped)
 
 
 def make_plan(config: EvaluateConfig) -> Plan:
@@ -262,6 +272,11 @@ async def _run_locked(
                 retries=ep.retries,
                 backoffs=ep.backoffs,
                 final_limit=ep.limit,
+                stopped=ep.stopped,
+                left=ep.left,
+                outages=ep.outages,
+                retry_kinds=tuple(sorted(ep.retry_kinds.items())),
+                error_kinds=tuple(sorted(ep.error_kinds.items())),
             )
         )
         log.info(

@@ -67,12 +67,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         metavar="N",
-        help="requests in flight per endpoint: the cap of the adaptive limit (default 64)",
+        help="requests on the wire per endpoint: the cap of the adaptive limit (default 64); up to 8 times as many "
+        "are taken at once, waiting for a slot or a retry",
     )
     p.add_argument(
         "--fixed-concurrency",
         action="store_true",
-        help="keep --max-concurrency in flight; do not back off on 429/503/timeouts",
+        help="keep --max-concurrency in flight; do not halve it on overload (429, 503)",
     )
     p.add_argument("--rps", type=float, metavar="R", help="start at most R requests per second per endpoint")
     p.add_argument("--retry-errors", action="store_true", help="redo requests that ended as error records")
@@ -96,8 +97,45 @@ def parser() -> argparse.ArgumentParser:
         help="a deterministic random FRACTION of each scenario's items (the same ones for the same --seed)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
-    p.add_argument("--max-attempts", type=int, default=5, metavar="N", help="tries per request (default 5)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request time limit, seconds")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="tries per request (default 5). 429/503 (overload) cut the limit at most once per episode and the "
+        "request waits its Retry-After; other 5xx, resets, malformed bodies and deadlines are retried with jittered "
+        "backoff and never cut it; other 4xx are not retried",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="the most one attempt may take, seconds (default 600); also its limit until the endpoint has answered "
+        "20 requests of that generation length",
+    )
+    p.add_argument(
+        "--deadline-multiple",
+        type=float,
+        default=10.0,
+        metavar="K",
+        help="adaptive deadline of an attempt: max(--deadline-floor, K x the p99 latency of the endpoint's answers "
+        "of the same max_new_tokens, 2 x p99 seconds per token of its long answers x max_new_tokens), doubled "
+        "each time that request was cut, never above --timeout; a cut attempt is retried (default K = 10)",
+    )
+    p.add_argument(
+        "--deadline-floor", type=float, default=1.0, metavar="S", help="the least an adaptive deadline is (default 1)"
+    )
+    p.add_argument("--fixed-timeout", action="store_true", help="no adaptive deadline: every attempt gets --timeout")
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="an endpoint that fails 10 attempts in a row (5xx, refused or reset connections, deadlines) is probed "
+        "once every 1-10 s; with no answer for S seconds (default 60) it is stopped, its requests left for a rerun "
+        "of the same command (exit code 3), while other endpoints go on",
+    )
     p.add_argument(
         "--toxicity-scorer",
         default=DEFAULT_SCORER,
@@ -181,8 +219,14 @@ def build_config(args: argparse.Namespace) -> EvaluateConfig:
         sample_seed=args.seed,
         tasks=tuple(args.task or ()),
         dt_compat=args.dt_compat,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-        timeouts=Timeouts(total_s=args.timeout, read_s=min(args.timeout, Timeouts().read_s)),
+        retry=RetryPolicy(max_attempts=args.max_attempts, give_up_s=args.give_up_after),
+        timeouts=Timeouts(
+            total_s=args.timeout,
+            read_s=min(args.timeout, Timeouts().read_s),
+            adaptive=not args.fixed_timeout,
+            deadline_multiple=args.deadline_multiple,
+            deadline_floor_s=args.deadline_floor,
+        ),
         progress=args.progress,
         toxicity_scorer=args.toxicity_scorer,
         toxicity_options=_toxicity_options(args.toxicity_option),
@@ -217,6 +261,18 @@ def _toxicity_options(raw: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def _print_summary(summary: RunSummary) -> None:
+    console = Console()
+    if not console.is_terminal:  # a log file: plain lines, never a table cut to the width of no terminal
+        print(f"{summary.plan} -> {summary.run_dir}")
+        for ep in summary.endpoints:
+            retries = ", ".join(f"{kind} {n}" for kind, n in ep.retry_kinds) or "0"
+            errors = ", ".join(f"{kind} {n}" for kind, n in ep.error_kinds) or "0"
+            print(
+                f"endpoint {ep.name} ({ep.protocol}, {ep.url}): {ep.resumed + ep.ok + ep.errors}/{ep.total} done, "
+                f"{ep.ok} ok, {ep.errors} errors ({errors}), {ep.refusals} refusals, {ep.retries} retries ({retries}), "
+                f"{ep.backoffs} back-offs, {ep.rate:.1f} req/s" + (f"; STOPPED: {ep.stopped}" if ep.stopped else "")
+            )
+        return
     table = Table(title=f"{summary.plan} → {summary.run_dir}")
     columns = ("endpoint", "protocol", "done", "ok", "errors", "refusals", "retries", "back-offs", "req/s")
     for column in columns:
@@ -225,7 +281,7 @@ def _print_summary(summary: RunSummary) -> None:
         done = ep.resumed + ep.ok + ep.errors
         counts = (ep.ok, ep.errors, ep.refusals, ep.retries, ep.backoffs)
         table.add_row(ep.name, ep.protocol, f"{done}/{ep.total}", *map(str, counts), f"{ep.rate:.1f}")
-    Console().print(table)
+    console.print(table)
 
 
 def compact_parser() -> argparse.ArgumentParser:
@@ -257,6 +313,17 @@ def _main(argv: list[str] | None) -> int:
     _print_summary(summary)
     if summary.errors:
         log.warning("%d requests ended as error records; rerun with --retry-errors to redo them", summary.errors)
+    for ep in summary.stopped:
+        log.error(
+            "endpoint %s (%s) stopped: %s; %d of %d requests left: rerun the same command to do them",
+            ep.name,
+            ep.url,
+            ep.stopped,
+            ep.left,
+            ep.total,
+        )
+    if summary.stopped:
+        return 3
     # failing outright only when nothing succeeded: a few failed requests should not fail a pipeline
     return 1 if summary.errors and not any(ep.ok for ep in summary.endpoints) else 0
 

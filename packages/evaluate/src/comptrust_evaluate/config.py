@@ -31,10 +31,16 @@ class RetryPolicy:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 120.0
+    give_up_s: float = 60.0  # an endpoint that answers nothing for this long (its breaker open) is stopped
+    breaker_threshold: int = 10  # failures in a row (5xx, connection, deadline) that open the breaker
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError("max attempts must be at least 1")
+        if self.give_up_s <= 0:
+            raise ConfigError("--give-up-after must be positive")
+        if self.breaker_threshold < 1:
+            raise ConfigError("the breaker threshold must be at least 1")
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based): "equal jitter" exponential backoff,
@@ -64,11 +70,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-request limits: to connect, between reads, and overall (seconds)."""
+    """Per-request limits: to connect, between reads, and overall (seconds). With ``adaptive`` (the default) an
+    attempt's overall limit is its adaptive deadline (:class:`comptrust_evaluate.concurrency.Deadlines`: a multiple
+    of the latency the endpoint shows for that generation length, with a floor), never more than ``total_s``."""
 
     connect_s: float = 10.0
     read_s: float = 300.0
     total_s: float = 600.0
+    adaptive: bool = True
+    deadline_multiple: float = 10.0
+    deadline_floor_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.connect_s, self.read_s, self.total_s, self.deadline_floor_s) <= 0:
+            raise ConfigError("timeouts must be positive")
+        if self.deadline_multiple < 1:
+            raise ConfigError("--deadline-multiple must be at least 1")
 
 
 def derive_endpoint_name(url: str) -> str:

@@ -18,12 +18,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from comptrust_core import Attribute, Endpoint, ScoreField
 
-from comptrust_evaluate.concurrency import AimdController, ConcurrencyGate, TokenBucket
+from comptrust_evaluate.concurrency import AimdController, Breaker, ConcurrencyGate, Deadlines, TokenBucket
 from comptrust_evaluate.config import Limits, RetryPolicy, Timeouts
 from comptrust_evaluate.plan import Unit, WorkItems
 from comptrust_evaluate.progress import ProgressReporter
@@ -33,14 +33,21 @@ from comptrust_evaluate.refusal import RefusalDetector
 from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
 from comptrust_evaluate.store import RecordWriter
 
-__all__ = ["EndpointJob", "open_session", "run_jobs"]
+__all__ = ["EndpointJob", "EndpointStopped", "open_session", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
 GC_THRESHOLD = 50_000
+WORKERS_PER_SLOT = 8
+"""Requests taken at once per slot of ``--max-concurrency``: the slots bound what is on the wire (the gate), the
+workers what waits besides: for a slot, or out its backoff or Retry-After before a retry. With one worker per slot a
+faulty endpoint's retries would sleep in the slots' place and starve the healthy requests."""
 _gc_depth = [0]
-_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_TRANSIENT_STATUS = frozenset({408, 409, 425})  # and every 5xx but 503
 _OVERLOAD_STATUS = frozenset({429, 503})
+_DOWN_REASONS = frozenset({"5xx", "503", "connection", "timeout", "deadline"})  # the server is not answering
+
+Kind = Literal["answer", "overload", "transient", "permanent"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +62,22 @@ class EndpointJob:
     refusal_pool: Executor | None = field(default=None, repr=False)  # where the blocking ones run
 
 
+class EndpointStopped(Exception):
+    """The endpoint's breaker gave up on it: its requests not yet answered are left for a rerun."""
+
+
 @dataclass(frozen=True)
 class _Attempt:
     generation: Generation | None = None
     error: str | None = None
     http_status: int | None = None
-    retryable: bool = False
+    kind: Kind = "answer"
+    reason: str = ""  # what went wrong, in a word: 429, 503, 5xx, 4xx, timeout, deadline, connection, malformed
     retry_after: float | None = None
-    overload: bool = False  # the server says it has too much to do: 429, 503, or no answer in time
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("overload", "transient")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -104,87 +119,190 @@ def _error_text(status: int, body: bytes) -> str:
 
 
 async def _attempt(session: aiohttp.ClientSession, client: ProtocolClient, unit: Unit) -> _Attempt:
+    """One attempt; the session's timeouts are the static ones (``--timeout``), the adaptive deadline is the
+    caller's (:meth:`_Lane.send`)."""
     call = client.build(unit.request)
     try:
         async with session.post(client.url(call.path), json=call.body) as resp:
             body = await resp.read()
-            if resp.status == 200:
+            status = resp.status
+            if status == 200:
                 try:
                     return _Attempt(generation=client.parse(call, json.loads(body)), http_status=200)
                 except (json.JSONDecodeError, UnicodeDecodeError):
-                    return _Attempt(error="HTTP 200 with malformed JSON", http_status=200, retryable=True)
+                    return _Attempt(
+                        error="HTTP 200 with malformed JSON", http_status=200, kind="transient", reason="malformed"
+                    )
                 except ProtocolError as exc:
-                    return _Attempt(error=f"HTTP 200 with an unreadable answer: {exc}", http_status=200, retryable=True)
-            retryable = resp.status in _TRANSIENT_STATUS or resp.status >= 500
+                    return _Attempt(
+                        error=f"HTTP 200 with an unreadable answer: {exc}",
+                        http_status=200,
+                        kind="transient",
+                        reason="malformed",
+                    )
+            kind: Kind
+            if status in _OVERLOAD_STATUS:
+                kind, reason = "overload", str(status)
+            elif status in _TRANSIENT_STATUS or status >= 500:
+                kind, reason = "transient", "5xx" if status >= 500 else str(status)
+            else:
+                kind, reason = "permanent", "4xx" if 400 <= status < 500 else str(status)
+            retry_after = _retry_after(resp.headers.get("Retry-After")) if kind != "permanent" else None
             return _Attempt(
-                error=_error_text(resp.status, body),
-                http_status=resp.status,
-                retryable=retryable,
-                overload=resp.status in _OVERLOAD_STATUS,
-                retry_after=_retry_after(resp.headers.get("Retry-After")) if retryable else None,
+                error=_error_text(status, body), http_status=status, kind=kind, reason=reason, retry_after=retry_after
             )
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        return _Attempt(error="timed out", retryable=True, overload=True)
+        return _Attempt(error="timed out", kind="transient", reason="timeout")
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        return _Attempt(error=f"connection failed: {type(exc).__name__}: {exc}", retryable=True)
+        return _Attempt(error=f"connection failed: {type(exc).__name__}: {exc}", kind="transient", reason="connection")
     except aiohttp.ClientError as exc:
-        return _Attempt(error=f"request failed: {type(exc).__name__}: {exc}")
+        return _Attempt(error=f"request failed: {type(exc).__name__}: {exc}", kind="permanent", reason="client")
+
+
+@dataclass(eq=False)  # one per attempt, kept in a set by identity
+class _OnTheWire:
+    """An attempt being sent: when, how long a generation, how often cut before, and its deadline's timer."""
+
+    started: float
+    max_tokens: int
+    cuts: int
+    timer: asyncio.Timeout
 
 
 @dataclass
 class _Lane:
-    """One endpoint's running state: its job, session, gate (concurrency, Retry-After pauses, rps) and settings."""
+    """One endpoint's running state: its job, session, gate (concurrency, rps), deadlines, breaker and settings."""
 
     job: EndpointJob
     session: aiohttp.ClientSession
     gate: ConcurrencyGate
     policy: RetryPolicy
     progress: ProgressReporter
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines(Timeouts().total_s))
+    breaker: Breaker = field(default_factory=Breaker)
     rng: random.Random = field(default_factory=random.Random)
+    wire: set[_OnTheWire] = field(default_factory=set)
+    _deadlines_seen: int = 0
 
-    def feedback(self, result: _Attempt, started: float, latency: float) -> None:
-        """Tell the controller what an attempt says about the server's load."""
-        controller = self.gate.controller
-        if not controller.adaptive:
-            return
-        before, backed_off = controller.current, False
-        if result.overload:
-            backed_off = controller.on_overload(started)
-            if result.retry_after:
-                self.gate.pause(min(result.retry_after, self.policy.retry_after_max_s))
-        elif result.generation is not None:
-            controller.on_success(latency)
+    async def send(self, unit: Unit, cuts: int) -> _Attempt:
+        """One attempt of ``unit`` under its adaptive deadline (cut: a transient ``deadline`` fault)."""
+        loop = asyncio.get_running_loop()
+        max_tokens = unit.request.params.max_new_tokens
+        deadline = self.deadlines.for_attempt(max_tokens, cuts)
+        started = loop.time()
+        entry: _OnTheWire | None = None
+        try:
+            async with asyncio.timeout_at(started + deadline) as timer:
+                entry = _OnTheWire(started, max_tokens, cuts, timer)
+                self.wire.add(entry)
+                return await _attempt(self.session, self.job.client, unit)
+        except TimeoutError:
+            when = timer.when()
+            took = (when if when is not None else loop.time()) - started
+            if took < self.timeouts.total_s:
+                return _Attempt(
+                    error=f"no answer within its deadline ({took:.2f}s)", kind="transient", reason="deadline"
+                )
+            return _Attempt(error="timed out", kind="transient", reason="timeout")
+        finally:
+            if entry is not None:
+                self.wire.discard(entry)
+
+    def _redeadline(self) -> None:
+        """The deadlines moved: the attempts on the wire get theirs anew (from when each was sent)."""
+        self._deadlines_seen = self.deadlines.version
+        for entry in self.wire:
+            if not entry.timer.expired():  # one that fired already is being cut
+                entry.timer.reschedule(entry.started + self.deadlines.for_attempt(entry.max_tokens, entry.cuts))
+
+    async def admit(self) -> bool:
+        """Wait until the breaker lets an attempt through; True if it is the probe of an open breaker. Raises
+        :class:`EndpointStopped` once the breaker has given up on the endpoint."""
+        breaker, name = self.breaker, self.job.endpoint.name
+        while True:
+            wait = breaker.admit()
+            if wait is None:
+                return breaker.probing
+            self.progress.set_breaker(name, breaker.state, breaker.why)
+            if breaker.state == "dead":
+                raise EndpointStopped(breaker.why)
+            await asyncio.sleep(wait)
+
+    def feedback(
+        self, result: _Attempt, started: float, latency: float, *, saturated: bool, probe: bool, max_tokens: int
+    ) -> None:
+        """Tell the controller, the deadlines and the breaker what an attempt says about the server."""
+        controller, breaker, name = self.gate.controller, self.breaker, self.job.endpoint.name
+        before, backed_off, state = controller.current, False, breaker.state
+        if result.generation is not None:
+            controller.on_success(saturated)
+            self.deadlines.observe(latency, max_tokens, result.generation.completion_tokens)
+            if self.deadlines.version != self._deadlines_seen:
+                self._redeadline()
+            breaker.on_answer()
+        else:
+            if result.kind == "overload":
+                backed_off = controller.on_overload(started)
+            if result.reason in _DOWN_REASONS:
+                breaker.on_failure(result.error or result.reason, probe)
+            elif result.kind == "permanent":
+                breaker.on_alive()
+                breaker.on_permanent(result.error or f"HTTP {result.http_status}")
+            else:  # 429, a malformed body: the server is there
+                breaker.on_alive()
         if controller.current != before or backed_off:
-            self.progress.set_limit(self.job.endpoint.name, controller.current, backed_off)
+            self.progress.set_limit(name, controller.current, backed_off)
+        if breaker.state != state or breaker.state != "closed":
+            self.progress.set_breaker(name, breaker.state, breaker.why)
 
 
 async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
     """Send ``unit`` (retrying as the policy says) and return what its record is built from (:func:`build_record`'s
-    arguments): the record itself is built by the lane's :class:`_Finisher`, after the worker has sent its next
-    request."""
-    job, policy = lane.job, lane.policy
-    attempts = 0
+    arguments, and the ``reason`` of a failure): the record itself is built by the lane's :class:`_Finisher`, after
+    the worker has sent its next request. Raises :class:`EndpointStopped` if the endpoint's breaker gives up before
+    the request is answered (it is then not recorded: a rerun does it)."""
+    job, policy, name = lane.job, lane.policy, lane.job.endpoint.name
+    max_tokens = unit.request.params.max_new_tokens
+    attempts = cuts = 0
+    failed: dict[str, int] = {}
     while True:
+        probe = await lane.admit()
         attempts += 1
         await lane.gate.acquire()
+        if lane.breaker.state == "dead":  # given up while this request waited for a slot
+            lane.gate.release()
+            raise EndpointStopped(lane.breaker.why)
         started = time.monotonic()
+        saturated = False
         try:
-            result = await _attempt(lane.session, job.client, unit)
+            result = await lane.send(unit, cuts)
+            saturated = lane.gate.saturated
         finally:
             lane.gate.release()
         latency = time.monotonic() - started
-        lane.feedback(result, started, latency)
-        if result.generation is not None or not result.retryable or attempts >= policy.max_attempts:
+        lane.feedback(result, started, latency, saturated=saturated, probe=probe, max_tokens=max_tokens)
+        if result.generation is not None or not result.retryable:
             break
-        delay = policy.delay(attempts, result.retry_after, lane.rng)
-        log.debug("%s %s: %s; retry %d in %.2fs", job.endpoint.name, unit.item.item_id, result.error, attempts, delay)
-        lane.progress.retried(job.endpoint.name)
+        failed[result.reason] = failed.get(result.reason, 0) + 1
+        cuts += result.reason == "deadline"
+        # while the breaker is open the endpoint is down, not this request: it waits for the probe instead of
+        # spending its attempts (and is left for a rerun if the endpoint is given up)
+        if attempts >= policy.max_attempts and lane.breaker.state == "closed":
+            if result.reason not in _DOWN_REASONS or lane.breaker.failures <= attempts:
+                break  # the endpoint answered others meanwhile, or no other request failed: this request's own
+            lane.breaker.trip()  # its attempts and others' failed in a row with nothing answered: the endpoint is down
+            lane.progress.set_breaker(name, lane.breaker.state, lane.breaker.why)
+        delay = policy.delay(min(attempts, policy.max_attempts), result.retry_after, lane.rng)
+        log.debug("%s %s: %s; retry %d in %.2fs", name, unit.item.item_id, result.error, attempts, delay)
+        lane.progress.retried(name, result.reason)
         await asyncio.sleep(delay)
     error = result.error
     if error is not None and job.secret:
         error = error.replace(job.secret, "***")
     if error is not None and result.retryable:
-        error = f"{error} (gave up after {attempts} attempts)"
+        kinds = ", ".join(f"{reason} x{n}" for reason, n in sorted(failed.items()))
+        error = f"{error} (gave up after {attempts} attempts: {kinds})"
     extra: tuple[list[ScoreField], list[Attribute]] = ([], [])
     text = result.generation.text if result.generation is not None else ""
     if job.toxicity is not None and unit.task.needs_toxicity and result.generation is not None:
@@ -206,6 +324,7 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
         "finished_at": _utc_now(),
         "extra_scores": extra[0],
         "extra_attributes": extra[1],
+        "reason": result.reason if result.generation is None else "",
     }
 
 
@@ -258,16 +377,21 @@ class _Finisher:
         queue, self.queue = self.queue, []
         name, writer = self.job.endpoint.name, self.job.writer
         for finished in queue:
+            reason = finished.pop("reason", "")
             try:
                 record = build_record(**finished)
             except Exception as exc:  # a bug, not a server's fault: the request is not recorded (a rerun redoes it)
                 log.exception("endpoint %s: no record for %s", name, finished["key"])
                 self.error = self.error or exc
-                self.progress.finished(name, ok=False, refused=False)
+                self.progress.finished(name, ok=False, refused=False, reason="unrecorded")
                 continue
             writer.write(record)
             self.progress.finished(
-                name, ok=record.status == "ok", refused=bool(record.refusal), tokens=record.completion_tokens or 0
+                name,
+                ok=record.status == "ok",
+                refused=bool(record.refusal),
+                tokens=record.completion_tokens or 0,
+                reason=reason,
             )
         writer.flush()
         self.feed.fill(len(queue))  # the next units those workers will take, enumerated off their critical path
@@ -296,24 +420,43 @@ async def _run_job(
     name = job.endpoint.name
     controller = AimdController(cap=limits.max_concurrency, adaptive=limits.adaptive)
     gate = ConcurrencyGate(controller, TokenBucket(limits.rps) if limits.rps else None)
+    deadlines = Deadlines(
+        timeouts.total_s,
+        adaptive=timeouts.adaptive,
+        multiple=timeouts.deadline_multiple,
+        floor_s=timeouts.deadline_floor_s,
+    )
+    breaker = Breaker(threshold=policy.breaker_threshold, give_up_s=policy.give_up_s)
     progress.set_limit(name, controller.current)
+    progress.watch(name, lambda: gate.in_flight)
     pending = _Feed(iter(job.units))
 
     finisher = _Finisher(job, progress, pending)
 
     async def worker(lane: _Lane) -> None:
         for unit, key in pending:  # one shared iterator: each unit is taken by exactly one worker
+            if breaker.state == "dead":
+                return
             progress.started(name)
-            finisher.add(await _execute(lane, unit, key))
+            try:
+                finished = await _execute(lane, unit, key)
+            except EndpointStopped:
+                progress.abandoned(name)
+                return
+            finisher.add(finished)
 
     try:
         async with open_session(limits.max_concurrency, timeouts, job.client.headers()) as session:
-            lane = _Lane(job, session, gate, policy, progress)
-            await asyncio.gather(*(worker(lane) for _ in range(min(limits.max_concurrency, len(job.units)))))
+            lane = _Lane(job, session, gate, policy, progress, timeouts, deadlines, breaker)
+            workers = min(limits.max_concurrency * WORKERS_PER_SLOT, len(job.units))
+            await asyncio.gather(*(worker(lane) for _ in range(workers)))
     finally:
         finisher.drain()  # what finished before an interrupt or a failure is recorded, too
     if finisher.error is not None:
         raise RuntimeError(f"endpoint {name}: a finished request could not be recorded") from finisher.error
+    if breaker.state == "dead":
+        progress.stopped(name, breaker.why)
+        log.error("endpoint %s stopped: %s", name, breaker.why)
     if controller.backoffs:
         log.info(
             "endpoint %s: backed off %d times, ending at %d in flight", name, controller.backoffs, controller.current

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -17,8 +18,16 @@ __all__ = ["EndpointProgress", "ProgressReporter", "make_reporter"]
 log = logging.getLogger(__name__)
 
 
+def _by_kind(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "0"
+
+
 @dataclass
 class EndpointProgress:
+    """One endpoint's counts. ``taken``: requests taken from the plan and not yet finished (being sent, waiting for
+    a slot, or sleeping before a retry: up to ``WORKERS_PER_SLOT`` x the cap); ``sending``: attempts on the wire
+    now, which the limit bounds."""
+
     name: str
     total: int
     done: int = 0
@@ -28,11 +37,30 @@ class EndpointProgress:
     refusals: int = 0
     retries: int = 0
     tokens: int = 0
-    in_flight: int = 0
+    taken: int = 0
     limit: int = 0
     backoffs: int = 0
+    breaker: str = "closed"
+    breaker_why: str = ""
+    outages: int = 0  # times the breaker opened (and, unless it is dead now, closed again)
+    stopped: str | None = None  # why the breaker gave up on the endpoint
+    retry_kinds: dict[str, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    sending_now: Callable[[], int] | None = field(default=None, repr=False)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+
+    @property
+    def sending(self) -> int:
+        return self.sending_now() if self.sending_now is not None else self.taken
+
+    @property
+    def in_flight(self) -> int:  # the name earlier versions used: requests taken and not finished
+        return self.taken
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done
 
     @property
     def elapsed(self) -> float:
@@ -49,9 +77,12 @@ class EndpointProgress:
         return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
 
     def line(self) -> str:
+        sending = self.sending
+        breaker = self.breaker if self.breaker == "closed" else f"{self.breaker} ({self.breaker_why})"
         return (
             f"{self.name}: {self.done}/{self.total} done, {self.rate:.1f} req/s, {self.token_rate:.0f} tok/s, "
-            f"{self.in_flight} in flight (limit {self.limit}), {self.retries} retries, {self.errors} errors"
+            f"{sending} sending (limit {self.limit}), {max(0, self.taken - sending)} waiting (a slot or a retry), "
+            f"retries: {_by_kind(self.retry_kinds)}, errors: {_by_kind(self.error_kinds)}, breaker {breaker}"
         )
 
 
@@ -64,11 +95,21 @@ class ProgressReporter:
     def add(self, name: str, total: int, resumed: int) -> None:
         self.endpoints[name] = EndpointProgress(name=name, total=total, done=resumed, resumed=resumed)
 
-    def started(self, name: str) -> None:
-        self.endpoints[name].in_flight += 1
+    def watch(self, name: str, sending: Callable[[], int]) -> None:
+        """Where to read how many attempts the endpoint has on the wire."""
+        self.endpoints[name].sending_now = sending
 
-    def retried(self, name: str) -> None:
-        self.endpoints[name].retries += 1
+    def started(self, name: str) -> None:
+        self.endpoints[name].taken += 1
+
+    def abandoned(self, name: str) -> None:
+        """A request taken but left unanswered (its endpoint stopped): not done, a rerun sends it."""
+        self.endpoints[name].taken -= 1
+
+    def retried(self, name: str, reason: str = "") -> None:
+        ep = self.endpoints[name]
+        ep.retries += 1
+        ep.retry_kinds[reason or "other"] = ep.retry_kinds.get(reason or "other", 0) + 1
 
     def set_limit(self, name: str, limit: int, backed_off: bool = False) -> None:
         """The endpoint's concurrency limit changed (the adaptive controller backed off or grew)."""
@@ -76,13 +117,25 @@ class ProgressReporter:
         ep.limit = limit
         ep.backoffs += backed_off
 
-    def finished(self, name: str, ok: bool, refused: bool, tokens: int = 0) -> None:
+    def set_breaker(self, name: str, state: str, why: str = "") -> None:
         ep = self.endpoints[name]
-        ep.in_flight -= 1
+        ep.outages += state == "open" and ep.breaker == "closed"
+        ep.breaker, ep.breaker_why = state, why
+
+    def stopped(self, name: str, why: str) -> None:
+        ep = self.endpoints[name]
+        ep.stopped, ep.breaker, ep.breaker_why = why, "dead", why
+        ep.finished = ep.finished or time.monotonic()
+
+    def finished(self, name: str, ok: bool, refused: bool, tokens: int = 0, reason: str = "") -> None:
+        ep = self.endpoints[name]
+        ep.taken -= 1
         ep.done += 1
         ep.tokens += tokens
         ep.ok += ok
         ep.errors += not ok
+        if not ok:
+            ep.error_kinds[reason or "other"] = ep.error_kinds.get(reason or "other", 0) + 1
         ep.refusals += refused
         if ep.done == ep.total:
             ep.finished = time.monotonic()
@@ -143,9 +196,11 @@ class BarReporter(_PeriodicReporter):
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>7.1f} req/s"),
             TextColumn("{task.fields[tokens]:>7.0f} tok/s"),
-            TextColumn("{task.fields[in_flight]:>4}/{task.fields[limit]} in flight"),
-            TextColumn("{task.fields[retries]} retries"),
-            TextColumn("{task.fields[errors]} errors"),
+            TextColumn("{task.fields[sending]:>4}/{task.fields[limit]} sending"),
+            TextColumn("{task.fields[waiting]} waiting"),
+            TextColumn("retries {task.fields[retries]}"),
+            TextColumn("errors {task.fields[errors]}"),
+            TextColumn("{task.fields[breaker]}"),
             TimeElapsedColumn(),
             console=console,
             refresh_per_second=refresh_per_second,
@@ -155,7 +210,17 @@ class BarReporter(_PeriodicReporter):
     def add(self, name: str, total: int, resumed: int) -> None:
         super().add(name, total, resumed)
         self._ids[name] = self._progress.add_task(
-            name, total=total, completed=resumed, rate=0.0, tokens=0.0, in_flight=0, limit=0, retries=0, errors=0
+            name,
+            total=total,
+            completed=resumed,
+            rate=0.0,
+            tokens=0.0,
+            sending=0,
+            waiting=0,
+            limit=0,
+            retries="0",
+            errors="0",
+            breaker="",
         )
 
     def _refresh(self, name: str) -> None:
@@ -165,10 +230,12 @@ class BarReporter(_PeriodicReporter):
             completed=ep.done,
             rate=ep.rate,
             tokens=ep.token_rate,
-            in_flight=ep.in_flight,
+            sending=(sending := ep.sending),
+            waiting=max(0, ep.taken - sending),
             limit=ep.limit,
-            retries=ep.retries,
-            errors=ep.errors,
+            retries=_by_kind(ep.retry_kinds),
+            errors=_by_kind(ep.error_kinds),
+            breaker="" if ep.breaker == "closed" else f"breaker {ep.breaker}",
         )
 
     def _on_tick(self) -> None:

@@ -81,12 +81,14 @@ class FakeEndpoint:
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
         prefix: str = "",
+        port: int = 0,
     ) -> None:
         """``prefix`` mounts every route under a path, as a proxy or a hosted API does (``/api``: the OpenAI API at
         ``/api/v1/...``, TGI's at ``/api/generate``)."""
         self.answer = answer
         self.tgi, self.openai, self.api_key, self.models = tgi, openai, api_key, models
         self.prefix = prefix.rstrip("/")
+        self.port = port  # 0: any free one
         self.faults: deque[Fault] = deque()
         self.fault_for: Callable[[Any], Fault | None] | None = None
         self.requests: list[SeenRequest] = []
@@ -124,7 +126,7 @@ class FakeEndpoint:
         app.router.add_post(f"{at}/v1/completions", self._completions)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
