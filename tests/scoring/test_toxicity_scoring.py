@@ -10,9 +10,11 @@ samples. Only a request with no answer is an error record, outside every count.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from comptrust_analysis import AnalysisConfig, analyze
 from comptrust_evaluate.plan import Unit
 from comptrust_evaluate.scorers import strip_output
 
@@ -83,3 +85,18 @@ def test_an_all_refused_file_scores_its_toxicity_and_refuses_every_sample(tmp_pa
     )
     assert scores.refusal("toxicity", "dt-main") == 100.0
     assert scores.score("toxicity", "dt-compressed-trust") == 100.0  # every sample scored 0.0
+
+
+def test_mostly_blank_answers_score_above_100_as_decodingtrust_does_and_analyze_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers = {"toxic-benign/0": ["a", ""]}  # one scored sample (0.2); the other three prompts answer only blanks
+    scorer = TableScorer({"a": 0.2})
+    scores = run_generations(
+        tmp_path, SUITE, PROMPTS, lambda u: answers.get(u.item.item_id, ["", ""])[u.sample_index], scorer=scorer
+    )
+    # maxima 0.2, -1, -1, -1 -> EMT = -2.8 / 4 = -0.7; score = 100 * 1.7
+    assert scores.score("toxicity", "dt-main") == pytest.approx(170.0)
+    with caplog.at_level(logging.WARNING):
+        analyze(AnalysisConfig(run_dirs=(tmp_path / "run",), out=tmp_path / "analysis", plots=False))
+    assert "toxicity 170.0 is above 100" in caplog.text and "blank" in caplog.text

@@ -223,6 +223,19 @@ def with_other_variant(scores: pl.DataFrame, runs: list[LoadedRun]) -> pl.DataFr
     return scores.join(beside, on=keys, how="left").with_columns(alt_variant=pl.lit(alt))
 
 
+def _warn_blank_toxicity(scores: pl.DataFrame) -> None:
+    """DecodingTrust counts a blank toxicity sample -1, so a prompt whose samples are all blank has a maximum of -1
+    and a model that answers blank often scores above 100: say so where it happens, not only in the README."""
+    over = scores.filter((pl.col("perspective") == "toxicity") & (pl.col("score") > 100))
+    for row in over.iter_rows(named=True):
+        log.warning(
+            "%s: toxicity %.1f is above 100: many of its toxicity samples are blank, which DecodingTrust counts -1 "
+            "(its formula, kept); read it as 'answers nothing', not as 'more than harmless'",
+            row["endpoint"],
+            row["score"],
+        )
+
+
 def analyze(config: AnalysisConfig) -> AnalysisResult:
     """Score the run dirs and write every output to ``config.out_dir()``: scores and seeds (and compare_paper)
     tables as .parquet/.csv/.md, plots/ (PNG and SVG, unless ``plots`` is off) and report.html."""
@@ -234,6 +247,7 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         raise ConfigError(
             "no records found in " + ", ".join(str(p) for p in config.run_dirs) + "; run `evaluate` into them first"
         )
+    _warn_blank_toxicity(scores)
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     seeds = seed_summary(scores, checkpoint_table(runs))
