@@ -8,8 +8,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
-from comptrust_core import Record
-
 from comptrust_evaluate._registry import Registry
 from comptrust_evaluate.store.lock import LOCK_FILE, lock_run_dir
 from comptrust_evaluate.store.ndjson import RecordWriter, load_for_resume, read_records, records_path
@@ -45,8 +43,8 @@ class RecordStore(ABC):
     """One endpoint's records in a run directory."""
 
     @abstractmethod
-    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> dict[str, Record]:
-        """The finished records by key, made ready for appending (``drop_errors``: forget error records)."""
+    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> set[str]:
+        """The keys of the finished records, made ready for appending (``drop_errors``: forget error records)."""
 
     @abstractmethod
     def writer(self, run_dir: Path, endpoint: str) -> RecordWriter: ...
@@ -65,7 +63,7 @@ class NdjsonStore(RecordStore):
     """Appends to ``records/<endpoint>.ndjson``; resumes from it and from ``records/<endpoint>.parquet`` (compacted
     records), the NDJSON winning where a key is in both."""
 
-    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> dict[str, Record]:
+    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> set[str]:
         compacted = read_parquet_records(parquet_path(run_dir, endpoint))
         if drop_errors:
             keep = {k: r for k, r in compacted.items() if r.status != "error"}
@@ -77,7 +75,7 @@ class NdjsonStore(RecordStore):
                 )
                 write_parquet_records(parquet_path(run_dir, endpoint), list(keep.values()))
             compacted = keep
-        return compacted | load_for_resume(records_path(run_dir, endpoint), drop_errors)
+        return set(compacted) | load_for_resume(records_path(run_dir, endpoint), drop_errors)
 
     def writer(self, run_dir: Path, endpoint: str) -> RecordWriter:
         return RecordWriter(records_path(run_dir, endpoint))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from comptrust_core import RECORDS_DIR, Record, RunDirError, atomic_write_text
+from comptrust_core import RECORDS_DIR, Record, RunDirError
 from pydantic import ValidationError
 
 __all__ = ["RecordFile", "RecordWriter", "load_for_resume", "read_records", "records_path"]
@@ -127,14 +127,86 @@ class RecordWriter:
         self.close()
 
 
-def load_for_resume(path: Path, drop_errors: bool) -> dict[str, Record]:
-    """The finished records of a file, ready to append to: torn lines, duplicates and (with ``drop_errors``) error
-    records are removed by rewriting the file atomically."""
-    found = _scan(path)
-    keep = {k: r for k, r in found.records.items() if not (drop_errors and r.status == "error")}
-    dropped = len(found.records) - len(keep)
-    if found.torn or found.duplicates or dropped:
-        if dropped:
-            log.info("%s: %d error records will be redone (--retry-errors)", path.name, dropped)
-        atomic_write_text(path, "".join(r.model_dump_json() + "\n" for r in keep.values()))
+_KEY_AT = b'{"schema_version":'
+_KEY_FIELD = b',"key":"'
+_ERROR = b'"status":"error"'  # unescaped: a string value can only hold it escaped
+
+
+def _key_of(raw: bytes) -> tuple[str, bool] | None:
+    """The key of a record line and whether it is an error record, read without parsing the line (the serializer
+    writes ``schema_version`` first and ``key`` second); None if the line is not laid out so."""
+    if not raw.startswith(_KEY_AT) or not raw.endswith(b"}"):
+        return None
+    at = raw.find(_KEY_FIELD, len(_KEY_AT), 64)
+    if at < 0:
+        return None
+    end = raw.find(b'"', at + len(_KEY_FIELD))
+    return raw[at + len(_KEY_FIELD) : end].decode(), _ERROR in raw
+
+
+def load_for_resume(path: Path, drop_errors: bool) -> set[str]:
+    """The keys of a file's finished records, the file made ready to append to: torn lines, duplicates and (with
+    ``drop_errors``) error records are removed by rewriting it atomically.
+
+    Only what a resume needs is read: a key and a status per line, never a whole record (a million records would
+    take minutes and gigabytes to validate). The last line is validated whole (a kill -9 can tear it); a line in the
+    middle that is not a record's layout is validated too, and a damaged one stops the run with its line number."""
+    if not path.exists():
+        return set()
+    last_of: dict[str, int] = {}  # key -> its last line's number
+    errors: set[str] = set()
+    torn = False
+    seen = 0  # record lines read (a key written twice counts twice)
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            raw = line.rstrip(b"\n")
+            if not raw.strip():
+                continue
+            complete = line.endswith(b"\n")
+            found = _key_of(raw) if complete else None
+            if found is None:
+                try:
+                    record = Record.model_validate_json(raw)
+                except ValidationError as exc:
+                    if not complete:
+                        log.warning(
+                            "%s: skipping a torn last line (%d bytes) left by an interrupted write", path, len(raw)
+                        )
+                        torn = True
+                        continue
+                    raise RunDirError(
+                        f"{path}, line {lineno}: damaged record ({exc.errors()[0]['msg']}); restore the file, or "
+                        "delete it to redo that endpoint"
+                    ) from None
+                torn = torn or not complete  # parsed, but no newline after it: complete it on rewrite
+                found = record.key, record.status == "error"
+            key, error = found
+            seen += 1
+            last_of[key] = lineno
+            if error:
+                errors.add(key)
+            else:
+                errors.discard(key)
+    keep = {k for k in last_of if not (drop_errors and k in errors)}
+    dropped = len(last_of) - len(keep)
+    if dropped:
+        log.info("%s: %d error records will be redone (--retry-errors)", path.name, dropped)
+    wanted = {n for k, n in last_of.items() if k in keep}
+    if torn or dropped or seen != len(wanted):  # a torn line, error records to redo, or keys written twice
+        _rewrite(path, wanted)
     return keep
+
+
+def _rewrite(path: Path, wanted: set[int]) -> None:
+    """Keep only lines numbered in ``wanted`` (each completed with a newline), atomically."""
+    tmp = path.with_name(f".{path.name}.rewrite-{os.getpid()}")
+    try:
+        with path.open("rb") as src, tmp.open("wb") as dst:
+            for lineno, line in enumerate(src, 1):
+                if lineno in wanted:
+                    dst.write(line if line.endswith(b"\n") else line + b"\n")
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
