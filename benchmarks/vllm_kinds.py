@@ -32,7 +32,8 @@ CALIBRATION: dict[str, Any] = {"calib_samples": 16, "calib_seqlen": 128, "calib_
 KINDS: dict[str, dict[str, Any]] = {
     "dense": {"method": "dense"},
     "fake-quant-gptq-w4": {"method": "gptq", "bits": 4, "export": "fake-quant", **CALIBRATION},
-    "gptq-w4": {"method": "gptq", "bits": 4, **CALIBRATION},
+    "gptq-w4": {"method": "gptq", "bits": 4, **CALIBRATION},  # SmolLM2's widths (576) make compress pick group 96
+    "gptq-w4-g64": {"method": "gptq", "bits": 4, "group_size": 64, **CALIBRATION},
     "gptq-w8": {"method": "gptq", "bits": 8, **CALIBRATION},
     "gptq-w3": {"method": "gptq", "bits": 3, **CALIBRATION},
     "awq-w4": {"method": "awq", "bits": 4, **CALIBRATION},
