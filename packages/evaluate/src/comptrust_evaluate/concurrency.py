@@ -140,12 +140,6 @@ class Deadlines:
         deadline = max(self.floor_s, self.multiple * p99, 2.0 * self._per_token_p99 * max_new_tokens)
         return min(self.ceiling_s, deadline * 2.0**cuts)
 
-    def describe(self, max_new_tokens: int) -> str:
-        p99 = self._p99.get(max_new_tokens)
-        if p99 is None:
-            return f"{self.ceiling_s:g}s (static: fewer than {self.min_samples} answers of this length yet)"
-        return f"{self.for_attempt(max_new_tokens):.2f}s (p99 latency {p99:.3f}s)"
-
 
 BreakerState = Literal["closed", "open", "dead"]
 

@@ -55,10 +55,6 @@ class EndpointProgress:
         return self.sending_now() if self.sending_now is not None else self.taken
 
     @property
-    def in_flight(self) -> int:  # the name earlier versions used: requests taken and not finished
-        return self.taken
-
-    @property
     def left(self) -> int:
         return self.total - self.done
 

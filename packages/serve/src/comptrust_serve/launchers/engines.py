@@ -280,14 +280,18 @@ def vllm_cpu_flags(extra_args: tuple[str, ...]) -> list[str]:
     return out
 
 
-def weight_only_int_bits(checkpoint: Checkpoint) -> int | None:
-    """The bit width of a compressed-tensors checkpoint's integer weights when its activations stay unquantized
-    (W4A16, W8A16, W3A16: what GPTQ, AWQ and RTN write), else None."""
+def _config(checkpoint: Checkpoint) -> dict[str, object]:
     try:
         config = json.loads((checkpoint.path / "config.json").read_text())
     except (OSError, ValueError):
-        return None
-    quant = config.get("quantization_config") if isinstance(config, dict) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def weight_only_int_bits(checkpoint: Checkpoint, config: dict[str, object] | None = None) -> int | None:
+    """The bit width of a compressed-tensors checkpoint's integer weights when its activations stay unquantized
+    (W4A16, W8A16, W3A16: what GPTQ, AWQ and RTN write), else None. ``config``: its config.json, if read already."""
+    quant = (config if config is not None else _config(checkpoint)).get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
         return None
     for group in (quant.get("config_groups") or {}).values():
@@ -306,7 +310,8 @@ def check_vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> None
     """vLLM's CPU build runs integer weight-only checkpoints through its WNA16 kernel (``cpu_gemm_wna16``), which
     takes 4-bit weights only and has no float32 version: otherwise the engine dies minutes into start-up. Refuse
     those before start-up."""
-    bits = weight_only_int_bits(checkpoint)
+    config = _config(checkpoint)
+    bits = weight_only_int_bits(checkpoint, config)
     if bits is None:
         return
     if bits not in VLLM_CPU_WEIGHT_BITS:
@@ -316,11 +321,7 @@ def check_vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> None
         )
     dtype = options.dtype
     if dtype in (None, "auto"):
-        try:
-            config = json.loads((checkpoint.path / "config.json").read_text())
-        except (OSError, ValueError):
-            return
-        dtype = config.get("torch_dtype") or config.get("dtype")
+        dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
     if dtype in ("float32", "float"):
         raise ConfigError(
             f"{checkpoint.name}: vLLM's CPU build has no float32 kernel for W{bits}A16 weights (compressed-tensors, "
