@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from comptrust_core import ConfigError, EndpointError, RunInfo, record_key
+from comptrust_core import ConfigError, EndpointError, RunInfo, atomic_write_text, record_key
 
 from comptrust_evaluate._version import __version__
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, Timeouts
@@ -22,7 +23,7 @@ from comptrust_evaluate.progress import make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
 from comptrust_evaluate.refusal import RefusalDetector, get_detector
 from comptrust_evaluate.scorers import NO_SCORER, ToxicityScorer, get_scorer
-from comptrust_evaluate.store import compact_endpoint, get_store, lock_run_dir, open_run_dir
+from comptrust_evaluate.store import Finished, compact_endpoint, get_store, lock_run_dir, open_run_dir
 
 __all__ = [
     "EndpointSummary",
@@ -106,18 +107,26 @@ def make_plan(config: EvaluateConfig) -> Plan:
 @dataclass(frozen=True)
 class _Pending:
     """One endpoint's requests not yet in its records, enumerated lazily from the plan (never a list). The run
-    directory only resumes the same plan, so every finished key is one of the plan's: ``count`` is the difference."""
+    directory only resumes the same plan, so every finished key is one of the plan's: ``count`` is the difference.
+    Where the plan's item ids are unique, a finished unit is passed over by its (task, item id, sample index),
+    without building its request or its key: a resume of a million-request run reaches its first new request in
+    seconds."""
 
     plan: Plan
     endpoint: str
-    done: Collection[str]
+    done: Finished
     count: int
 
     def __iter__(self) -> Iterator[tuple[Unit, str]]:
-        for u in self.plan.units:
-            key = record_key(self.endpoint, u.task.name, u.item.item_id, u.sample_index, u.request)
-            if key not in self.done:
-                yield u, key
+        by_unit = self.done.units if self.plan.unique_ids else {}
+        for task, item in self.plan.iter_items():
+            for sample in range(item.n):
+                if (task.name, item.item_id, sample) in by_unit:
+                    continue
+                u = self.plan.unit(task, item, sample)
+                key = record_key(self.endpoint, task.name, item.item_id, sample, u.request)
+                if key not in self.done:
+                    yield u, key
 
     def __len__(self) -> int:
         return self.count
@@ -158,8 +167,37 @@ def make_toxicity_scorer(config: EvaluateConfig, plan: Plan) -> ToxicityScorer |
     return scorer
 
 
+SUMMARY_FILE = "plan-summary.json"
+"""In a run directory of a prompts-file plan: the plan's request count and fingerprint under its signature, so that
+a rerun of a million-prompt run need not enumerate them again before its first request."""
+
+
+def _prime_from_run_dir(plan: Plan, out: Path) -> str | None:
+    """Take the plan's summary from ``out`` where it was stored under the same signature; the signature (or None)."""
+    signature = plan.signature()
+    if signature is None:
+        return None
+    try:
+        stored = json.loads((out / SUMMARY_FILE).read_text())
+        if stored["signature"] == signature:
+            plan.prime((int(stored["total"]), int(stored["fingerprints"], 16), bool(stored["unique_ids"])))
+            log.info("plan summary read from %s (unchanged prompts)", out / SUMMARY_FILE)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none, or unreadable: the plan is enumerated
+    return signature
+
+
+def _store_summary(plan: Plan, out: Path, signature: str | None) -> None:
+    if signature is None:
+        return
+    total, fingerprints, unique = plan.summary()
+    data = {"signature": signature, "total": total, "fingerprints": f"{fingerprints:032x}", "unique_ids": unique}
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(data) + "\n")
+
+
 async def evaluate_async(config: EvaluateConfig) -> RunSummary:
     plan = make_plan(config)
+    signature = _prime_from_run_dir(plan, config.out)
     total = plan.total
     if not total:
         raise ConfigError(f"{plan.description} asks for no requests")
@@ -168,7 +206,7 @@ async def evaluate_async(config: EvaluateConfig) -> RunSummary:
     toxicity = make_toxicity_scorer(config, plan)
     pool = ThreadPoolExecutor(1, "refusal") if any(d.blocking for d in detectors) else None
     try:
-        return await _evaluate_plan(config, plan, toxicity, _Judges(detectors, pool))
+        return await _evaluate_plan(config, plan, toxicity, _Judges(detectors, pool), signature)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -189,7 +227,7 @@ class _Judges:
 
 
 async def _evaluate_plan(
-    config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None, judges: _Judges
+    config: EvaluateConfig, plan: Plan, toxicity: ToxicityScorer | None, judges: _Judges, signature: str | None
 ) -> RunSummary:
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
@@ -206,6 +244,7 @@ async def _evaluate_plan(
         comptrust_version=__version__,
     )
     info, resumed = open_run_dir(config.out, info)
+    _store_summary(plan, config.out, signature)
     with lock_run_dir(config.out, "evaluate"):  # from loading its records to compacting them
         return await _run_locked(
             config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed, toxicity=toxicity, judges=judges

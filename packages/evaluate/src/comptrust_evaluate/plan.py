@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+import comptrust_core.record as _core
 from comptrust_core import ConfigError, RequestSpec, record_key
 
 from comptrust_evaluate.config import check_task_limits
@@ -121,6 +122,9 @@ def sampled(seed: int, task: str, item_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
+_REQUEST_JSON = RequestSpec.__pydantic_serializer__  # bytes of model_dump_json, without the str in between
+
+
 def _with_seed(task: str, item: Item[Any], sample_index: int) -> RequestSpec:
     """The item's request with this sample's seed: an unvalidated copy of already-validated parts (``model_copy``
     with ``update``; a validated copy per request would dominate the cost of enumerating a million-request plan)."""
@@ -176,28 +180,83 @@ class Plan:
     def iter_units(self) -> Iterator[Unit]:
         for task, item in self.iter_items():
             for sample in range(item.n):
-                yield Unit(task=task, item=item, sample_index=sample, request=_with_seed(task.name, item, sample))
+                yield self.unit(task, item, sample)
 
     @property
     def units(self) -> Units:
         return Units(self)
 
     @cached_property
-    def _summary(self) -> tuple[int, int]:
-        """One streaming pass over the items: the request count (items times their ``n``) and the sum of the items'
-        fingerprints. An item's request and ``n`` fix its units (their seeds derive from the item id and the sample
-        index, or from the request's own seed), so fingerprinting items fingerprints every request."""
+    def _summary(self) -> tuple[int, int, bool]:
+        """One streaming pass over the items: the request count (items times their ``n``), the sum of the items'
+        fingerprints, and whether every item's (task, item id) is its own. An item's request and ``n`` fix its units
+        (their seeds derive from the item id and the sample index, or from the request's own seed), so
+        fingerprinting items fingerprints every request."""
         total = fingerprints = 0
+        ids: set[int] = set()  # hashes of (task, item id); only for this pass
+        unique = True
         for task, item in self.iter_items():
             total += item.n
             head = f"{task.name}\x00{item.item_id}\x00{item.n}\x00".encode()
-            fingerprints += int.from_bytes(hashlib.sha256(head + item.request.model_dump_json().encode()).digest()[:16])
-        return total, fingerprints % 2**128
+            fingerprints += int.from_bytes(hashlib.sha256(head + _REQUEST_JSON.to_json(item.request)).digest()[:16])
+            if unique:
+                ident = hash((task.name, item.item_id))
+                unique = ident not in ids  # a hash collision only turns the shortcut off, never on
+                ids.add(ident)
+        return total, fingerprints % 2**128, unique
 
     @property
     def total(self) -> int:
         """How many requests the plan asks for, counted without building them."""
         return self._summary[0]
+
+    @property
+    def unique_ids(self) -> bool:
+        """Whether a unit is told apart by its (task, item id, sample index) alone (true unless two items of one task
+        share an id): a resume can then skip a finished unit without building its request or its key."""
+        return self._summary[2]
+
+    def signature(self) -> str | None:
+        """A digest of everything this plan's items derive from, where all of that is known: a plan of prompts files
+        only (the ``custom`` task): the files' bytes, the scenarios, the selection, the prompt format, and the code
+        that turns lines into requests. None for suites that read data files. Equal signatures mean equal
+        :attr:`total`, fingerprints and :attr:`unique_ids`, so a rerun can take them from the run directory
+        (:meth:`prime`) instead of enumerating a million requests again."""
+        if not self.scenarios or any(task.name != "custom" for task, _ in self.scenarios):
+            return None
+        digest = hashlib.sha256()
+        here = Path(__file__).parent
+        code = [
+            Path(__file__),
+            here / "prompts.py",
+            here / "dt_compat.py",
+            here / "tasks" / "custom.py",
+            Path(_core.__file__),
+        ]
+        for path in code:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        sel = self.selection
+        head = [self.description, self.dt_compat, sel.limit, sel.sample, sel.seed, list(sel.task_limits)]
+        digest.update(json.dumps(head).encode())
+        for _, options in self.scenarios:
+            digest.update(options.model_dump_json().encode())
+            try:
+                with (self.data.root / str(getattr(options, "file", ""))).open("rb") as f:
+                    digest.update(hashlib.file_digest(f, "sha256").digest())
+            except OSError:
+                return None  # the enumeration will say what is wrong with the file
+        return "sha256:" + digest.hexdigest()
+
+    def summary(self) -> tuple[int, int, bool]:
+        """What one pass over the items found: (requests, fingerprint sum, unique ids); see :meth:`prime`."""
+        return self._summary
+
+    def prime(self, summary: tuple[int, int, bool]) -> None:
+        """Take :meth:`summary` from an earlier pass over the same plan (same :meth:`signature`)."""
+        self.__dict__["_summary"] = summary
+
+    def unit(self, task: Task[Any, Any], item: Item[Any], sample_index: int) -> Unit:
+        return Unit(task=task, item=item, sample_index=sample_index, request=_with_seed(task.name, item, sample_index))
 
     def plan_hash(self, endpoint_names: list[str]) -> str:
         """Equal for the same endpoints asked the same requests, whatever the order or the servers' URLs (a sum of

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from comptrust_evaluate._registry import Registry
 from comptrust_evaluate.store.lock import LOCK_FILE, lock_run_dir
-from comptrust_evaluate.store.ndjson import RecordWriter, load_for_resume, read_records, records_path
+from comptrust_evaluate.store.ndjson import Finished, RecordWriter, load_for_resume, read_records, records_path
 from comptrust_evaluate.store.parquet import (
     CompactResult,
     compact_endpoint,
@@ -24,6 +24,7 @@ from comptrust_evaluate.store.rundir import open_run_dir
 __all__ = [
     "LOCK_FILE",
     "CompactResult",
+    "Finished",
     "NdjsonStore",
     "RecordStore",
     "RecordWriter",
@@ -43,8 +44,9 @@ class RecordStore(ABC):
     """One endpoint's records in a run directory."""
 
     @abstractmethod
-    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> set[str]:
-        """The keys of the finished records, made ready for appending (``drop_errors``: forget error records)."""
+    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> Finished:
+        """The finished records (keys and units), made ready for appending (``drop_errors``: forget error
+        records)."""
 
     @abstractmethod
     def writer(self, run_dir: Path, endpoint: str) -> RecordWriter: ...
@@ -63,7 +65,7 @@ class NdjsonStore(RecordStore):
     """Appends to ``records/<endpoint>.ndjson``; resumes from it and from ``records/<endpoint>.parquet`` (compacted
     records), the NDJSON winning where a key is in both."""
 
-    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> set[str]:
+    def load(self, run_dir: Path, endpoint: str, drop_errors: bool) -> Finished:
         compacted = read_parquet_records(parquet_path(run_dir, endpoint))
         if drop_errors:
             keep = {k: r for k, r in compacted.items() if r.status != "error"}
@@ -75,7 +77,8 @@ class NdjsonStore(RecordStore):
                 )
                 write_parquet_records(parquet_path(run_dir, endpoint), list(keep.values()))
             compacted = keep
-        return set(compacted) | load_for_resume(records_path(run_dir, endpoint), drop_errors)
+        units = {(r.task, r.item_id, r.sample_index): k for k, r in compacted.items()}
+        return Finished(set(compacted), units) | load_for_resume(records_path(run_dir, endpoint), drop_errors)
 
     def writer(self, run_dir: Path, endpoint: str) -> RecordWriter:
         return RecordWriter(records_path(run_dir, endpoint))

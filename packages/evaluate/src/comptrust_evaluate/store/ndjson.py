@@ -12,6 +12,7 @@ it (atomically) before appending, so a record never glues onto a partial line.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from types import TracebackType
 from comptrust_core import RECORDS_DIR, Record, RunDirError
 from pydantic import ValidationError
 
-__all__ = ["RecordFile", "RecordWriter", "load_for_resume", "read_records", "records_path"]
+__all__ = ["Finished", "RecordFile", "RecordWriter", "load_for_resume", "read_records", "records_path"]
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +129,81 @@ class RecordWriter:
 
 
 _KEY_AT = b'{"schema_version":'
-_KEY_FIELD = b',"key":"'
 _ERROR = b'"status":"error"'  # unescaped: a string value can only hold it escaped
 
 
-def _key_of(raw: bytes) -> tuple[str, bool] | None:
-    """The key of a record line and whether it is an error record, read without parsing the line (the serializer
-    writes ``schema_version`` first and ``key`` second); None if the line is not laid out so."""
+UnitId = tuple[str, str, int]
+"""(task, item id, sample index): what tells a unit apart within a plan whose item ids are unique."""
+
+_REQUEST_AT = b',"request":{'  # the first unescaped occurrence is the field: a quote inside a string is escaped
+
+
+@dataclass
+class Finished:
+    """An endpoint's finished records: their ``keys``, and ``units`` mapping each one's :data:`UnitId` to its key."""
+
+    keys: set[str]
+    units: dict[UnitId, str]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __or__(self, other: Finished) -> Finished:
+        return Finished(self.keys | other.keys, {**self.units, **other.units})
+
+
+_TASK, _PERSPECTIVE = b',"task":"', b'","perspective":"'
+_ITEM, _SAMPLE = b',"item_id":"', b'","sample_index":'
+
+
+def _string(raw: bytes) -> str:
+    """A JSON string's text from its raw bytes between the quotes."""
+    return json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+
+
+def _head_of(raw: bytes) -> tuple[str, UnitId, bool] | None:
+    """The key, unit and error status of a record line, read without parsing the line: the serializer writes
+    ``schema_version`` first, ``key`` second, then ``endpoint``, ``endpoint_url``, ``task``, ``perspective``,
+    ``sub_scenario``, ``item_id``, ``sample_index`` and ``request``, and an unescaped quote can only end a string, so
+    each field is found by its neighbours. None if the line is not laid out so."""
     if not raw.startswith(_KEY_AT) or not raw.endswith(b"}"):
         return None
-    at = raw.find(_KEY_FIELD, len(_KEY_AT), 64)
-    if at < 0:
+    at = raw.find(b',"key":"', len(_KEY_AT), 64)
+    task_at = raw.find(_TASK)
+    item_at = raw.find(_ITEM)
+    request_at = raw.find(_REQUEST_AT)
+    if min(at, task_at, item_at, request_at) < 0:
         return None
-    end = raw.find(b'"', at + len(_KEY_FIELD))
-    return raw[at + len(_KEY_FIELD) : end].decode(), _ERROR in raw
+    task_end, sample_at = raw.find(_PERSPECTIVE, task_at), raw.find(_SAMPLE, item_at)
+    if task_end < 0 or sample_at < 0 or not (task_end < item_at < sample_at < request_at):
+        return None
+    digits = raw[sample_at + len(_SAMPLE) : request_at]
+    if not digits.isdigit():
+        return None
+    try:
+        task = _string(raw[task_at + len(_TASK) : task_end])
+        item = _string(raw[item_at + len(_ITEM) : sample_at])
+    except ValueError:
+        return None
+    key = raw[at + 8 : raw.find(b'"', at + 8)].decode()
+    return key, (task, item, int(digits)), _ERROR in raw
 
 
-def load_for_resume(path: Path, drop_errors: bool) -> set[str]:
-    """The keys of a file's finished records, the file made ready to append to: torn lines, duplicates and (with
-    ``drop_errors``) error records are removed by rewriting it atomically.
+def load_for_resume(path: Path, drop_errors: bool) -> Finished:
+    """The file's finished records (keys and units), the file made ready to append to: torn lines, duplicates and
+    (with ``drop_errors``) error records are removed by rewriting it atomically.
 
-    Only what a resume needs is read: a key and a status per line, never a whole record (a million records would
-    take minutes and gigabytes to validate). The last line is validated whole (a kill -9 can tear it); a line in the
-    middle that is not a record's layout is validated too, and a damaged one stops the run with its line number."""
+    Only what a resume needs is read: the fields before the request and the status, never a whole record (a million
+    records would take minutes and gigabytes to validate). The last line is validated whole (a kill -9 can tear it);
+    a line in the middle that is not a record's layout is validated too, and a damaged one stops the run with its
+    line number."""
     if not path.exists():
-        return set()
+        return Finished(set(), {})
     last_of: dict[str, int] = {}  # key -> its last line's number
+    unit_of: dict[str, UnitId] = {}
     errors: set[str] = set()
     torn = False
     seen = 0  # record lines read (a key written twice counts twice)
@@ -163,7 +213,7 @@ def load_for_resume(path: Path, drop_errors: bool) -> set[str]:
             if not raw.strip():
                 continue
             complete = line.endswith(b"\n")
-            found = _key_of(raw) if complete else None
+            found = _head_of(raw) if complete else None
             if found is None:
                 try:
                     record = Record.model_validate_json(raw)
@@ -179,10 +229,11 @@ def load_for_resume(path: Path, drop_errors: bool) -> set[str]:
                         "delete it to redo that endpoint"
                     ) from None
                 torn = torn or not complete  # parsed, but no newline after it: complete it on rewrite
-                found = record.key, record.status == "error"
-            key, error = found
+                found = record.key, (record.task, record.item_id, record.sample_index), record.status == "error"
+            key, unit, error = found
             seen += 1
             last_of[key] = lineno
+            unit_of[key] = unit
             if error:
                 errors.add(key)
             else:
@@ -194,7 +245,7 @@ def load_for_resume(path: Path, drop_errors: bool) -> set[str]:
     wanted = {n for k, n in last_of.items() if k in keep}
     if torn or dropped or seen != len(wanted):  # a torn line, error records to redo, or keys written twice
         _rewrite(path, wanted)
-    return keep
+    return Finished(keep, {unit_of[k]: k for k in keep})
 
 
 def _rewrite(path: Path, wanted: set[int]) -> None:
