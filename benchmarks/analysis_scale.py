@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import polars as pl
-from comptrust_analysis import RECORD_SCHEMA, load_runs, perspective_scores
-from comptrust_core import Endpoint, RunInfo, write_run_info
+from comptrust_analysis import RECORD_SCHEMA, AnalysisConfig, analyze, load_runs, perspective_scores
+from comptrust_core import Endpoint, Manifest, RunInfo, write_run_info
 
 ENDPOINTS = [f"ep{i}" for i in range(8)]
 PERSPECTIVES = ["toxicity", "stereotype", "advglue", "ood", "adv_demonstration", "privacy", "machine_ethics", "ethics2"]
@@ -48,19 +48,26 @@ def _chunk(start: int, n: int, seed: int) -> pl.DataFrame:
     # 1% of rows re-use an earlier key with a later timestamp: a retried request
     key_id = pl.when(pl.col("i") % 100 == 99).then(pl.col("i") - 1).otherwise(pl.col("i"))
     ok = pl.col("u") > 0.03
+    # every endpoint answers the same items (so the statistics pass pairs them against the dense ep0); toxicity
+    # records carry a toxicity field (1 - it is the item's score), the others a score field
+    perspective = pl.lit(pl.Series(PERSPECTIVES)).get(key_id // len(ENDPOINTS) % len(PERSPECTIVES))
+    value = (pl.col("u") > 0.4).cast(pl.Float64)
+    is_toxicity = perspective == "toxicity"
     score = pl.struct(
-        name=pl.lit("score"), value=(pl.col("u") > 0.4).cast(pl.Float64), variant=pl.lit(None, dtype=pl.String)
+        name=pl.when(is_toxicity).then(pl.lit("toxicity")).otherwise(pl.lit("score")),
+        value=pl.when(is_toxicity).then(1 - value).otherwise(value),
+        variant=pl.lit(None, dtype=pl.String),
     )
     empty_scores = pl.lit([], dtype=RECORD_SCHEMA["scores"])
     cols = {
         "schema_version": pl.lit(1, dtype=pl.Int64),
         "key": key_id.cast(pl.String).str.zfill(32),
-        "endpoint": pl.lit(pl.Series(ENDPOINTS)).get(key_id // 8 % len(ENDPOINTS)),
+        "endpoint": pl.lit(pl.Series(ENDPOINTS)).get(key_id % len(ENDPOINTS)),
         "endpoint_url": pl.lit("http://127.0.0.1:1"),
-        "task": pl.lit(pl.Series(PERSPECTIVES)).get(key_id % len(PERSPECTIVES)),
-        "perspective": pl.lit(pl.Series(PERSPECTIVES)).get(key_id % len(PERSPECTIVES)),
+        "task": perspective,
+        "perspective": perspective,
         "sub_scenario": pl.lit(""),
-        "item_id": key_id.cast(pl.String),
+        "item_id": (key_id // (len(ENDPOINTS) * len(PERSPECTIVES))).cast(pl.String),
         "sample_index": pl.lit(0, dtype=pl.Int64),
         "request": pl.lit(None, dtype=RECORD_SCHEMA["request"]),
         "protocol": pl.lit("tgi"),
@@ -87,6 +94,30 @@ def _chunk(start: int, n: int, seed: int) -> pl.DataFrame:
     return df.select(**cols).cast(RECORD_SCHEMA)  # type: ignore[arg-type]
 
 
+def _manifest(i: int) -> Manifest:
+    """ep0 the dense base; ep1-3 Wanda 50% and ep4-6 GPTQ 4-bit, calibration seeds 0-2 each; ep7 magnitude 2:4."""
+    method: dict[str, object] = {"name": "dense"}
+    if 1 <= i <= 3:
+        method = {"name": "wanda", "sparsity": 0.5}
+    elif 4 <= i <= 6:
+        method = {"name": "gptq", "bits": 4, "group_size": 128}
+    elif i == 7:
+        method = {"name": "magnitude", "sparsity": 0.5, "pattern": "2:4"}
+    seed = (i - 1) % 3 if 1 <= i <= 6 else None
+    return Manifest.model_validate(
+        {
+            "name": f"ckpt{i}",
+            "base_model": {"source": "synthetic", "kind": "local", "content_hash": "sha256:synthetic"},
+            "method": method,
+            "calibration": None if seed is None else {"source": "synthetic", "samples": 8, "seqlen": 32, "seed": seed},
+            "backend": {"name": "comptrust", "version": "0.1.0", "device": "cpu"},
+            "measured": {"sparsity": 0.0, "effective_bits": 16.0, "wall_time_s": 1.0},
+            "created_at": "2026-01-01T00:00:00Z",
+            "comptrust_version": "0.1.0",
+        }
+    )
+
+
 def write_run(folder: Path, records: int) -> Path:
     run = folder / "run"
     (run / "records").mkdir(parents=True)
@@ -97,7 +128,9 @@ def write_run(folder: Path, records: int) -> Path:
             plan_hash="h",
             plan="synthetic",
             tasks=PERSPECTIVES,
-            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1") for e in ENDPOINTS],
+            endpoints=[
+                Endpoint(name=e, url="http://127.0.0.1:1", manifest=_manifest(i)) for i, e in enumerate(ENDPOINTS)
+            ],
             created_at="2026-01-01T00:00:00Z",
             comptrust_version="0.1.0",
         ),
@@ -123,6 +156,8 @@ def _pandas(run: Path) -> pl.DataFrame:
 
     def item_score(fields: object) -> float | None:
         for f in fields:  # type: ignore[attr-defined]
+            if f["name"] == "toxicity" and f["value"] is not None:  # toxicity's score is 1 - mean toxicity
+                return 1.0 - float(f["value"])
             if f["name"] == "score" and f["variant"] in (None, "dt-main"):
                 return float(f["value"]) if f["value"] is not None else None
         return None
@@ -141,12 +176,34 @@ def _pandas(run: Path) -> pl.DataFrame:
             "errors": g["ok"].size() - g["ok"].sum(),
         }
     ).reset_index()
+    # DecodingTrust's stereotype score rounds its agreement and refusal rates to 2 decimals (create_json)
+    st = out["perspective"] == "stereotype"
+    out.loc[st, "score"] = 100 * (1 - (1 - out.loc[st, "score"] / 100).round(2))
+    out.loc[st, "refusal_rate"] = (out.loc[st, "refusal_rate"] / 100).round(2) * 100
     return pl.from_dict({c: out[c].tolist() for c in out.columns})
+
+
+def _statistics(run: Path) -> pl.DataFrame:
+    """The whole ``analyze`` pass (both scorer variants, every interval and paired delta, tables and report.html
+    written; no plots), as ``analyze RUN --no-plots`` runs it."""
+    with tempfile.TemporaryDirectory() as out:
+        result = analyze(AnalysisConfig(run_dirs=(run,), out=Path(out), plots=False))
+    assert result.deltas is not None and result.cells is not None
+    print(
+        json.dumps(
+            {
+                "cells": result.cells.height,
+                "deltas": result.deltas.height,
+                "pooled": result.deltas.filter(pl.col("checkpoint") == "pooled").height,
+            }
+        )
+    )
+    return result.scores.select("endpoint", "perspective", "score", "ci_low", "ci_high")
 
 
 def _child(engine: str, run: Path, out: Path) -> None:
     t0 = time.perf_counter()
-    table = _polars(run) if engine == "polars" else _pandas(run)
+    table = {"polars": _polars, "pandas": _pandas, "analyze": _statistics}[engine](run)
     seconds = time.perf_counter() - t0
     table.write_parquet(out)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -168,7 +225,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=10_000_000)
     p.add_argument("--keep", type=Path, help="write the synthetic run here and keep it (default: a temp dir)")
-    p.add_argument("--child", choices=["polars", "pandas"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["polars", "pandas", "analyze"], help=argparse.SUPPRESS)
     p.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--table", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -183,6 +240,11 @@ def main() -> None:
         print(f"wrote {args.records:,} records ({size:.0f} MiB Parquet) in {time.perf_counter() - t0:.1f} s")
         stats, table = _measure("polars", run, folder)
         print(f"polars (comptrust_analysis): {stats['seconds']:.2f} s, peak RSS {stats['peak_mib']:.0f} MiB")
+        full, _ = _measure("analyze", run, folder)
+        print(
+            f"analyze (scores, both variants, every interval and paired delta, report; no plots): "
+            f"{full['seconds']:.2f} s, peak RSS {full['peak_mib']:.0f} MiB"
+        )
         if not all(importlib.util.find_spec(m) for m in ("pandas", "pyarrow")):
             print(
                 "pandas: not installed here (it is no project dependency); run with `uv run --with pandas "

@@ -106,7 +106,10 @@ def test_analyze_writes_parquet_and_markdown(make_run: RunFactory, tmp_path: Pat
     back = pl.read_parquet(result.out_dir / "scores.parquet")
     assert back.equals(result.scores)
     md = (result.out_dir / "scores.md").read_text()
-    assert "| perspective | score | refusal_rate | alt_score | alt_refusal_rate | n | errors |" in md
+    assert (
+        "| perspective | score | ci_low | ci_high | refusal_rate | alt_score | alt_refusal_rate | n | clusters "
+        "| errors |" in md
+    )
 
 
 def test_cli_prints_table_and_errors(make_run: RunFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -178,3 +178,31 @@ def test_one_checkpoint_on_two_engines_is_two_columns_never_two_seeds(tmp_path: 
     # each against the dense base served the same way: 50 - 60 and 70 - 80
     assert sorted(round(r["delta"], 6) for r in advglue.values() if r["delta"] is not None) == [-10.0, -10.0]
     assert set(side_by_side(result.scores).columns) == {"perspective", *labels}  # four columns, none empty
+
+
+def test_ci_half_adds_the_shared_item_noise_to_the_seed_spread() -> None:
+    scores = pl.DataFrame(
+        {
+            "run": ["r"] * 3,
+            "endpoint": ["a", "b", "c"],
+            "perspective": ["ood"] * 3,
+            "score": [50.0, 52.0, 54.0],
+            "refusal_rate": [0.0] * 3,
+            "se": [3.0, 4.0, 5.0],
+        }
+    )
+    checkpoints = pl.DataFrame(
+        {"run": ["r"] * 3, "endpoint": ["a", "b", "c"], "checkpoint": ["a", "b", "c"], "calib_seed": [0, 1, 2]}
+    ).with_columns(
+        base_model=pl.lit("m"),
+        base_hash=pl.lit("h"),
+        method=pl.lit("gptq"),
+        bits=pl.lit(4),
+        group_size=pl.lit(128),
+        target_sparsity=pl.lit(None, pl.Float64),
+        pattern=pl.lit(None, pl.String),
+        serving=pl.lit(None, pl.String),
+    )
+    (row,) = seed_summary(scores, checkpoints).filter(pl.col("perspective") == "ood").iter_rows(named=True)
+    item_se2 = (9 + 16 + 25) / 3
+    assert row["ci_half"] == pytest.approx(1.959964 * (item_se2 + 2.0**2 / 3) ** 0.5, rel=1e-6)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import polars as pl
+from comptrust_analysis.power import ALPHA, POWER, Detectable, detectable_drops
 from comptrust_core import MANIFEST_FILE, ComptrustError, read_manifest
-from comptrust_evaluate import read_records, task_names
+from comptrust_evaluate import get_task, read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.runner import needs_work
@@ -103,6 +105,8 @@ class Estimate:
     slots: list[tuple[int, ...]]
     to_evaluate: list[str]
     notes: list[str] = field(default_factory=list)
+    power: list[Detectable] = field(default_factory=list)
+    """Per perspective, the smallest drop against the dense base the plan's requests can detect."""
 
     @property
     def total_s(self) -> float:
@@ -201,6 +205,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
     n_requests = sum(requests.values()) if requests else 0
     per_cell = [startup[0] + (n_requests / rates[n] if requests else 0.0) for n in to_evaluate]
     slots = plan.serve.slots()
+    power = detectable_drops(_per_perspective(requests), _dense_scores(out)) if requests else []
     return Estimate(
         cells=cells,
         stages=stages,
@@ -214,7 +219,25 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         slots=slots,
         to_evaluate=to_evaluate,
         notes=notes,
+        power=power,
     )
+
+
+def _per_perspective(requests: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for task, n in requests.items():
+        out[get_task(task).perspective] += n
+    return dict(out)
+
+
+def _dense_scores(out: Path) -> pl.DataFrame | None:
+    """The study's last analysis scores table (``analysis/scores.parquet``), if it has one with intervals."""
+    path = out / "analysis" / "scores.parquet"
+    try:
+        scores = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError):
+        return None
+    return scores if "se" in scores.columns else None
 
 
 def _duration(seconds: float) -> str:
@@ -258,6 +281,16 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
         f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
     ]
+    if est.power:
+        lines.append(
+            f"smallest drop detectable against the dense base at {POWER:.0%} power (paired, two-sided {ALPHA:g}, "
+            "per perspective, before the study's multiple-comparison correction; size --sample / evaluate.sample "
+            "with it):"
+        )
+        pwidth = max(len(d.perspective) for d in est.power)
+        for d in est.power:
+            drop = f"{d.drop:5.1f} points" if d.drop is not None else "  n/a"
+            lines.append(f"  {d.perspective:<{pwidth}}  {drop}  on {d.requests} requests  ({d.source})")
     if est.notes:
         lines.append("notes:")
         lines += [f"  - {n}" for n in est.notes]

@@ -10,7 +10,7 @@ from comptrust_core import ConfigError, run_cli, setup_logging
 from comptrust_analysis.beyond import render_beyond
 from comptrust_analysis.export_dt import export_decodingtrust
 from comptrust_analysis.load import load_runs
-from comptrust_analysis.report import AnalysisConfig, analyze, render_text
+from comptrust_analysis.report import AnalysisConfig, Gate, analyze, render_text
 
 __all__ = ["main"]
 
@@ -41,6 +41,28 @@ def _parser() -> argparse.ArgumentParser:
         "(shipped with the package; matched by method, bits and N:M pattern or sparsity)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (faster; report.html then has none)")
+    p.add_argument(
+        "--correction",
+        choices=["holm", "bh", "none"],
+        default="holm",
+        help="multiple-comparison correction over the study's pooled deltas against the dense base: holm (default, "
+        "family-wise error), bh (Benjamini-Hochberg, false discovery rate) or none",
+    )
+    p.add_argument(
+        "--equivalence",
+        type=float,
+        metavar="POINTS",
+        help="call a delta 'equivalent within ±POINTS' when two one-sided tests (TOST, 0.05 each) put it inside "
+        "that margin (its 90%% interval lies within ±POINTS); without it, a non-significant delta is 'no change "
+        "detected', never 'no change'",
+    )
+    p.add_argument(
+        "--gate",
+        metavar="max-drop=POINTS",
+        help="regression gate for pipelines: exit 1 when any configuration's pooled delta on a perspective is below "
+        "-POINTS with its whole 95%% interval below -POINTS (a drop larger than allowed that noise cannot explain), "
+        "else 0; the verdict, naming each failing cell, goes to OUT/gate.json",
+    )
     p.add_argument(
         "--export",
         nargs=2,
@@ -74,6 +96,9 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.verbose)
     if args.export:
         return _export(list(args.run_dirs), args.export[0], Path(args.export[1]))
+    if args.equivalence is not None and not args.equivalence > 0:
+        raise ConfigError(f"--equivalence {args.equivalence:g}: the margin must be a positive number of score points")
+    gate = Gate.parse(args.gate) if args.gate else None
     result = analyze(
         AnalysisConfig(
             run_dirs=tuple(args.run_dirs),
@@ -81,12 +106,27 @@ def _main(argv: list[str] | None) -> int:
             variant=args.variant,
             compare=args.compare,
             plots=not args.no_plots,
+            correction=args.correction,
+            equivalence=args.equivalence,
+            gate=gate,
         )
     )
-    print(render_text(result.scores, result.seeds, result.paper, result.toxicity))
+    print(
+        render_text(
+            result.scores, result.seeds, result.paper, result.toxicity, deltas=result.deltas, correction=args.correction
+        )
+    )
     if result.beyond:
         print(render_beyond(result.beyond))
     print("wrote " + ", ".join(str(f) for f in result.files))
+    if result.gate is not None:
+        failing = result.gate["failing"]
+        assert isinstance(failing, list)
+        if failing:
+            names = ", ".join(f"{c['configuration']} {c['perspective']} ({c['delta']:+.1f})" for c in failing)
+            print(f"gate {result.gate['gate']}: FAILED on {len(failing)} of {result.gate['checked']} cells: {names}")
+            return 1
+        print(f"gate {result.gate['gate']}: passed ({result.gate['checked']} cells checked)")
     return 0
 
 

@@ -2,8 +2,9 @@
 per method, and a radar chart per configuration. Every figure is written as PNG and SVG.
 
 All plots draw the across-seeds table (:func:`~comptrust_analysis.seeds.seed_summary`): points are means over
-calibration seeds, error bars their standard deviation, and the dense base model is the reference (a dashed line,
-or the point at sparsity 0).
+calibration seeds, error bars their 95% interval (``ci_half``: item-level standard error and seed-to-seed spread;
+the standard deviation over seeds where no standard error is known), and the dense base model is the reference (a
+dashed line, or the point at sparsity 0).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _dense(seeds: pl.DataFrame, perspective: str) -> float | None:
     return float(d[0]) if d.len() and d[0] is not None else None
 
 
+def _dense_bar(seeds: pl.DataFrame, perspective: str) -> float:
+    d = seeds.filter((pl.col("method") == "dense") & (pl.col("perspective") == perspective))
+    if d.is_empty() or "ci_half" not in d.columns:
+        return 0.0
+    value = d["ci_half"][0]
+    return float(value) if value is not None else 0.0
+
+
 def _line_plot(seeds: pl.DataFrame, x: str, line_key: pl.Expr, xlabel: str, title: str) -> Figure | None:
     panels = _panels(seeds)
     if seeds.is_empty() or not panels:
@@ -64,13 +73,13 @@ def _line_plot(seeds: pl.DataFrame, x: str, line_key: pl.Expr, xlabel: str, titl
         part = seeds.filter((pl.col("perspective") == perspective) & pl.col("mean").is_not_null())
         dense = _dense(seeds, perspective)
         for (key,), points in part.filter(pl.col(x).is_not_null()).group_by(line_key, maintain_order=True):
-            line = points.group_by(x).agg(pl.col("mean").mean(), pl.col("std").mean()).sort(x)
+            bar = pl.coalesce("ci_half", "std") if "ci_half" in points.columns else pl.col("std")
+            line = points.group_by(x).agg(pl.col("mean").mean(), bar.mean().alias("bar")).sort(x)
             xs, ys = line[x].to_list(), line["mean"].to_list()
+            errs = line["bar"].fill_null(0.0).to_list()
             if x == "x_sparsity" and dense is not None:
                 xs, ys = [0.0, *xs], [dense, *ys]
-                errs = [0.0, *line["std"].fill_null(0.0).to_list()]
-            else:
-                errs = line["std"].fill_null(0.0).to_list()
+                errs = [_dense_bar(seeds, perspective), *errs]
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=str(key))
         if dense is not None and x == "bits":
             ax.axhline(dense, color="grey", linestyle="--", label="dense")
@@ -94,7 +103,7 @@ def bits_figure(seeds: pl.DataFrame) -> Figure | None:
     key = pl.col("method") + pl.when(pl.col("group_size").is_not_null()).then(
         pl.lit(" g") + pl.col("group_size").cast(pl.String)
     ).otherwise(pl.lit(""))
-    title = "score against bits (mean ± std over seeds; dashed: dense)"
+    title = "score against bits (mean over seeds, 95% intervals; dashed: dense)"
     return _line_plot(seeds, "bits", key, "bits per weight", title)
 
 
@@ -110,7 +119,7 @@ def sparsity_figure(seeds: pl.DataFrame) -> Figure | None:
     dense = seeds.filter(pl.col("method") == "dense").with_columns(x_sparsity=pl.lit(None, dtype=pl.Float64))
     pruned = pl.concat([pruned, dense])
     key = pl.col("method") + pl.lit(" ") + pl.col("pattern").fill_null("unstructured")
-    return _line_plot(pruned, "x_sparsity", key, "sparsity", "score against sparsity (mean ± std over seeds)")
+    return _line_plot(pruned, "x_sparsity", key, "sparsity", "score against sparsity (mean over seeds, 95% intervals)")
 
 
 def radar_figure(seeds: pl.DataFrame, label: str) -> Figure | None:

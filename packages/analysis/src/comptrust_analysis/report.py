@@ -3,6 +3,7 @@ one self-contained HTML report."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -19,14 +20,23 @@ from comptrust_analysis.load import LoadedRun, checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
 from comptrust_analysis.plots import write_plots
 from comptrust_analysis.scores import Variant, perspective_scores, side_by_side, toxicity_table
-from comptrust_analysis.seeds import FLAG_FACTOR, seed_summary, seed_wide
+from comptrust_analysis.seeds import FLAG_FACTOR, config_label, seed_summary, seed_wide
 from comptrust_analysis.tables import to_markdown, to_text
+from comptrust_analysis.uncertainty import (
+    ALL,
+    Correction,
+    DeltaOptions,
+    paired_deltas,
+    record_columns,
+    score_cells,
+)
 
 __all__ = [
     "DEFAULT_VARIANT",
     "VARIANT_NOTE",
     "AnalysisConfig",
     "AnalysisResult",
+    "Gate",
     "analyze",
     "other_variant",
     "render_text",
@@ -35,7 +45,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TABLE_COLUMNS = ["perspective", "score", "refusal_rate", "alt_score", "alt_refusal_rate", "n", "errors"]
+_TABLE_COLUMNS = [
+    "perspective",
+    "score",
+    "ci_low",
+    "ci_high",
+    "refusal_rate",
+    "alt_score",
+    "alt_refusal_rate",
+    "n",
+    "clusters",
+    "errors",
+]
 
 DEFAULT_VARIANT: Variant = "dt-compressed-trust"
 
@@ -55,6 +76,61 @@ def other_variant(variant: str) -> Variant:
     return "dt-main" if variant == "dt-compressed-trust" else "dt-compressed-trust"
 
 
+GATE_RULE = (
+    "a configuration fails the gate on a perspective when its pooled paired delta against the dense base is below "
+    "-max_drop points with its whole 95% interval below -max_drop too (ci_high < -max_drop): a drop larger than "
+    "allowed that noise cannot explain; a delta whose interval reaches above -max_drop passes (not shown to be worse)"
+)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``analyze --gate max-drop=X``: see :data:`GATE_RULE`."""
+
+    max_drop: float
+
+    @classmethod
+    def parse(cls, text: str) -> Gate:
+        name, _, value = text.partition("=")
+        if name.strip() != "max-drop":
+            raise ConfigError(f"--gate {text}: unknown gate; the one known is max-drop=POINTS, e.g. --gate max-drop=5")
+        try:
+            points = float(value)
+        except ValueError:
+            raise ConfigError(f"--gate {text}: max-drop needs a number of score points, e.g. max-drop=5") from None
+        if not points >= 0:
+            raise ConfigError(f"--gate {text}: max-drop must be 0 or more score points")
+        return cls(points)
+
+    def verdict(self, deltas: pl.DataFrame) -> dict[str, object]:
+        """The gate's verdict on the pooled deltas, as the JSON file holds it."""
+        cells = []
+        for r in deltas.filter(pl.col("checkpoint") == "pooled").iter_rows(named=True):
+            failed = r["delta"] is not None and r["ci_high"] is not None and r["ci_high"] < -self.max_drop
+            cells.append(
+                {
+                    "configuration": r["label"],
+                    "base_model": r["base_model"],
+                    "perspective": r["perspective"],
+                    "delta": r["delta"],
+                    "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"],
+                    "seeds": r["seeds"],
+                    "verdict": r["verdict"],
+                    "failed": bool(failed),
+                }
+            )
+        failing = [c for c in cells if c["failed"]]
+        return {
+            "gate": f"max-drop={self.max_drop:g}",
+            "rule": GATE_RULE,
+            "passed": not failing,
+            "checked": len(cells),
+            "failing": failing,
+            "cells": cells,
+        }
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     run_dirs: tuple[Path, ...]
@@ -62,6 +138,10 @@ class AnalysisConfig:
     variant: Variant = DEFAULT_VARIANT
     compare: Literal["paper"] | None = None
     plots: bool = True
+    correction: Correction = "holm"
+    equivalence: float | None = None
+    """TOST margin in score points: a delta whose 90% interval lies inside ± it is "equivalent"."""
+    gate: Gate | None = None
 
     def out_dir(self) -> Path:
         if self.out is not None:
@@ -80,6 +160,9 @@ class AnalysisResult:
     paper: pl.DataFrame | None = None
     toxicity: pl.DataFrame | None = None
     beyond: dict[str, pl.DataFrame] = field(default_factory=dict)
+    cells: pl.DataFrame | None = None
+    deltas: pl.DataFrame | None = None
+    gate: dict[str, object] | None = None
     """MMLU per subject and the Beyond-Perplexity tables, for the tasks the runs hold (see :mod:`.beyond`)."""
 
 
@@ -142,6 +225,9 @@ def render_text(
     seeds: pl.DataFrame | None = None,
     paper: pl.DataFrame | None = None,
     toxicity: pl.DataFrame | None = None,
+    *,
+    deltas: pl.DataFrame | None = None,
+    correction: str = "holm",
 ) -> str:
     """The terminal view: one per-perspective table per (run, checkpoint), then all checkpoints side by side,
     then (given ``seeds``, :func:`~comptrust_analysis.seeds.seed_summary`'s table) the across-seeds view, then
@@ -164,6 +250,9 @@ def render_text(
     if toxicity is not None and not toxicity.is_empty():
         parts.append(f"toxicity ({TOXICITY_LEGEND})\n")
         parts.append(to_text(_toxicity_view(toxicity).drop("run", "endpoint")))
+    if deltas is not None and not deltas.is_empty():
+        parts.append(f"change against the dense base ({DELTA_LEGEND.format(correction=correction)})\n")
+        parts.append(to_text(delta_view(deltas)))
     return "\n".join(parts)
 
 
@@ -236,6 +325,56 @@ def _warn_blank_toxicity(scores: pl.DataFrame) -> None:
         )
 
 
+def _with_intervals(scores: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
+    """The scores table with each perspective score's standard error, 95% interval and clusters."""
+    own = cells.filter((pl.col("statistic") == "score") & (pl.col("sub_scenario") == ALL)).select(
+        "run", "endpoint", "perspective", "se", "ci_low", "ci_high", "clusters"
+    )
+    return scores.join(own, on=["run", "endpoint", "perspective"], how="left")
+
+
+DELTA_LEGEND = (
+    "Δ = compressed - dense on the requests both answered (paired: the same prompt and sampling seed); [95% interval]; "
+    "pooled = mean over calibration seeds, its interval including seed-to-seed variance; p_adj corrected over the "
+    "pooled deltas ({correction}); verdict: drop / gain (p_adj < 0.05), equivalent within ±X (TOST, --equivalence), "
+    "or no change detected; left_out = requests only one side answered; ~ = seed-sensitive (seeds spread more than "
+    "the item-level standard error)"
+)
+
+
+def delta_view(deltas: pl.DataFrame) -> pl.DataFrame:
+    """The deltas for people: one row per configuration, checkpoint (or pooled) and perspective."""
+    if deltas.is_empty():
+        return pl.DataFrame({"note": ["no compressed checkpoint with a dense base served the same way"]})
+    interval = pl.format("[{}, {}]", pl.col("ci_low").round(1), pl.col("ci_high").round(1))
+    return deltas.select(
+        configuration="label",
+        checkpoint=pl.when(pl.col("seed").is_not_null())
+        .then(pl.format("{} (seed {})", "checkpoint", "seed"))
+        .otherwise("checkpoint"),
+        perspective="perspective",
+        delta=pl.col("delta").round(1),
+        ci=interval,
+        p_adj=pl.col("p_adj").round(4),
+        verdict=pl.col("verdict") + pl.when(pl.col("seed_sensitive")).then(pl.lit(" ~")).otherwise(pl.lit("")),
+        pairs="pairs",
+        left_out="left_out",
+    )
+
+
+def _cells_markdown(cells: pl.DataFrame) -> str:
+    legend = (
+        "Every score cell with its standard error and 95% interval; clusters per perspective and the methods: see "
+        "the README (Uncertainty). sub_scenario (all) is the perspective's own score."
+    )
+    return "\n".join(["# comptrust: score cells\n", legend + "\n", to_markdown(cells)])
+
+
+def _deltas_markdown(deltas: pl.DataFrame, config: AnalysisConfig) -> str:
+    legend = DELTA_LEGEND.format(correction=config.correction)
+    return "\n".join(["# comptrust: changes against the dense base\n", legend + ".\n", to_markdown(delta_view(deltas))])
+
+
 def analyze(config: AnalysisConfig) -> AnalysisResult:
     """Score the run dirs and write every output to ``config.out_dir()``: scores and seeds (and compare_paper)
     tables as .parquet/.csv/.md, plots/ (PNG and SVG, unless ``plots`` is off) and report.html."""
@@ -250,9 +389,30 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
     _warn_blank_toxicity(scores)
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    seeds = seed_summary(scores, checkpoint_table(runs))
+    checkpoints = checkpoint_table(runs)
+    records = record_columns(pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs]))
+    cells = score_cells(records, config.variant)
+    scores = _with_intervals(scores, cells)
+    seeds = seed_summary(scores, checkpoints)
+    labels = {(r["run"], r["endpoint"]): config_label(r) for r in checkpoints.to_dicts()}
+    deltas = paired_deltas(
+        records,
+        config.variant,
+        checkpoints,
+        scores,
+        labels,
+        options=DeltaOptions(config.correction, config.equivalence),
+    )
+    del records
     files = _write_table(scores, out / "scores", _markdown(scores))
     files += _write_table(seeds, out / "seeds", _seeds_markdown(seeds))
+    files += _write_table(cells, out / "cells", _cells_markdown(cells))
+    files += _write_table(deltas, out / "deltas", _deltas_markdown(deltas, config))
+    gate = None
+    if config.gate is not None:
+        gate = config.gate.verdict(deltas)
+        atomic_write_text(out / "gate.json", json.dumps(gate, indent=2) + "\n")
+        files.append(out / "gate.json")
     beyond = beyond_tables(runs)
     for name, table in beyond.items():
         files += _write_table(table, out / f"beyond_{name}", "# comptrust\n\n" + render_beyond({name: table}, True))
@@ -278,11 +438,20 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
         seed_legend=SEED_LEGEND,
         paper=paper,
         paper_legend=PAPER_LEGEND,
-        tables=beyond_html(beyond),
+        tables={"Change against the dense base, paired on identical items": delta_view(deltas), **beyond_html(beyond)},
         variant_note=VARIANT_NOTE,
     )
     atomic_write_text(report, page)
     files += [*plots, report]
     return AnalysisResult(
-        scores=scores, out_dir=out, files=tuple(files), seeds=seeds, paper=paper, toxicity=toxicity, beyond=beyond
+        scores=scores,
+        out_dir=out,
+        files=tuple(files),
+        seeds=seeds,
+        paper=paper,
+        toxicity=toxicity,
+        beyond=beyond,
+        cells=cells,
+        deltas=deltas,
+        gate=gate,
     )

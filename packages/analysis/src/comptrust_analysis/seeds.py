@@ -43,6 +43,10 @@ AVG_DT6 = "avg_dt6"
 AVG_DT8 = "avg_dt8"
 AGGREGATES = (AVG_PRESENT, AVG_DT8, AVG_DT6)
 FLAG_FACTOR = 2.0
+CI_Z = 1.959963984540054
+"""``ci_half``: the half-width of a configuration's mean score's 95% interval, ``CI_Z · sqrt(item_se² + std²/k)``:
+the item-level standard error (root mean square over its seeds: they answer the same items, so that noise is
+shared) and the spread over its ``k`` seeds; null where the scores carry no standard error (aggregates)."""
 
 CONFIG_KEYS = [
     "base_model",
@@ -117,9 +121,11 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
         unknown=pl.when(pl.col("method").is_null()).then(pl.col("checkpoint")),
         pattern=pl.when(pl.col("pattern") != "unstructured").then(pl.col("pattern")),
     ).select("run", "endpoint", "calib_seed", *CONFIG_KEYS)
-    rows = with_aggregates(scores.select("run", "endpoint", "perspective", "score", "refusal_rate")).join(
-        meta, on=["run", "endpoint"], how="left"
-    )
+    has_se = "se" in scores.columns
+    base = scores.select("run", "endpoint", "perspective", "score", "refusal_rate", *(["se"] if has_se else []))
+    rows = with_aggregates(base).join(meta, on=["run", "endpoint"], how="left")
+    if not has_se:
+        rows = rows.with_columns(se=pl.lit(None, pl.Float64))
     grouped = (
         rows.group_by(*CONFIG_KEYS, "perspective")
         .agg(
@@ -133,8 +139,13 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
             min=pl.col("score").min(),
             max=pl.col("score").max(),
             refusal_rate=pl.col("refusal_rate").mean(),
+            item_se=(pl.col("se") ** 2).mean().sqrt(),
         )
         .with_columns(n_seeds=pl.col("n_seeds").cast(pl.Int64))
+        .with_columns(
+            # the seeds answer the same items, so their item-level noise is shared and does not average out
+            ci_half=CI_Z * (pl.col("item_se") ** 2 + pl.col("std").fill_null(0.0) ** 2 / pl.col("n_seeds")).sqrt()
+        )
     )
     dense = grouped.filter(pl.col("method") == "dense").select(
         "base_hash",
@@ -181,6 +192,7 @@ def seed_summary(scores: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFram
             "min",
             "max",
             "refusal_rate",
+            "ci_half",
             "dense_mean",
             "delta",
             "spread",
