@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 
 import polars as pl
-from comptrust_analysis import RECORD_SCHEMA, AnalysisConfig, analyze, load_runs, perspective_scores
+from comptrust_analysis import (
+    RECORD_SCHEMA,
+    AnalysisConfig,
+    analyze,
+    checkpoint_table,
+    load_runs,
+    perspective_scores,
+)
+from comptrust_analysis.seeds import config_label
+from comptrust_analysis.uncertainty import paired_deltas, prepare, score_cells
 from comptrust_core import Endpoint, Manifest, RunInfo, write_run_info
 
 ENDPOINTS = [f"ep{i}" for i in range(8)]
@@ -201,9 +210,24 @@ def _statistics(run: Path) -> pl.DataFrame:
     return result.scores.select("endpoint", "perspective", "score", "ci_low", "ci_high")
 
 
+def _intervals(run: Path) -> pl.DataFrame:
+    """The statistics pass alone: every score cell's interval and every paired delta (one read of the records)."""
+    runs = load_runs([run])
+    data = prepare(pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs]), "dt-compressed-trust")
+    cells = score_cells(data, "dt-compressed-trust")
+    checkpoints = checkpoint_table(runs)
+    labels = {(r["run"], r["endpoint"]): config_label(r) for r in checkpoints.to_dicts()}
+    scores = pl.DataFrame(
+        schema={"run": pl.String, "endpoint": pl.String, "perspective": pl.String, "score": pl.Float64}
+    )
+    deltas = paired_deltas(data, checkpoints, scores, labels, variant="dt-compressed-trust")
+    print(json.dumps({"cells": cells.height, "deltas": deltas.height}))
+    return cells.select("endpoint", "perspective", "sub_scenario", "statistic", "estimate", "se")
+
+
 def _child(engine: str, run: Path, out: Path) -> None:
     t0 = time.perf_counter()
-    table = {"polars": _polars, "pandas": _pandas, "analyze": _statistics}[engine](run)
+    table = {"polars": _polars, "pandas": _pandas, "analyze": _statistics, "intervals": _intervals}[engine](run)
     seconds = time.perf_counter() - t0
     table.write_parquet(out)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -225,7 +249,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=10_000_000)
     p.add_argument("--keep", type=Path, help="write the synthetic run here and keep it (default: a temp dir)")
-    p.add_argument("--child", choices=["polars", "pandas", "analyze"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["polars", "pandas", "analyze", "intervals"], help=argparse.SUPPRESS)
     p.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--table", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -240,6 +264,11 @@ def main() -> None:
         print(f"wrote {args.records:,} records ({size:.0f} MiB Parquet) in {time.perf_counter() - t0:.1f} s")
         stats, table = _measure("polars", run, folder)
         print(f"polars (comptrust_analysis): {stats['seconds']:.2f} s, peak RSS {stats['peak_mib']:.0f} MiB")
+        inter, _ = _measure("intervals", run, folder)
+        print(
+            f"statistics pass (every cell's interval, every paired delta and pooled seed delta): "
+            f"{inter['seconds']:.2f} s, peak RSS {inter['peak_mib']:.0f} MiB"
+        )
         full, _ = _measure("analyze", run, folder)
         print(
             f"analyze (scores, both variants, every interval and paired delta, report; no plots): "

@@ -38,7 +38,9 @@ __all__ = [
     "cluster_bootstrap",
     "cluster_id",
     "clustered_se",
+    "finish_estimates",
     "linear_estimates",
+    "linear_parts",
 ]
 
 ALPHA = 0.05
@@ -111,42 +113,100 @@ def structured_rows(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
         "endpoint",
         "perspective",
         "sub_scenario",
-        component=attribute("dt_component").fill_null("all"),
-        group=pl.when(dt).then(group).otherwise(pl.lit("")),
-        set=pl.when(dt).then(pl.coalesce(attribute("dt_set"), group)).otherwise(pl.lit("")),
-        cluster=cluster_id(),
+        component=attribute("dt_component").fill_null("all").cast(pl.Categorical),
+        group=pl.when(dt).then(group).otherwise(pl.lit("")).cast(pl.Categorical),
+        set=pl.when(dt).then(pl.coalesce(attribute("dt_set"), group)).otherwise(pl.lit("")).cast(pl.Categorical),
+        # hashed: two clusters that collided would only merge, which widens an interval, never narrows it
+        cluster=cluster_id().hash(),
         unit=pl.concat_str("task", "item_id", pl.col("sample_index").cast(pl.String), separator="\x00"),
         value=field("score", variant),
         refused=refused(variant),
     )
 
 
-def _weights(rows: pl.LazyFrame, keys: list[str], value: str) -> pl.LazyFrame:
-    """``rows`` with a non-null ``value`` and outside the excluded component, each with its weight ``w`` in the
-    cell's mean of means and its residual ``e`` from its group's mean."""
-    wanted = rows.filter(pl.col(value).is_not_null() & (pl.col("component") != EXCLUDED))
-    weights = pl.LazyFrame(
+def linear_parts(
+    rows: pl.LazyFrame, keys: list[str], value: str, *, with_clusters: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(cells, clusters) of the linearized estimator: per cell (``keys``) its ``estimate`` (Σ w·x), ``n``, ``groups``
+    and ``ss`` (Σ over clusters of u²); with ``with_clusters``, per (cell, cluster) its ``u = Σ w·(x - x̄_group)``.
+
+    Each record's weight depends on its group alone (``w_g``, the share DecodingTrust's mean of means gives the group,
+    over its ``n_g`` records), so everything is computed from per-(group, cluster) sums and counts: ``u_c = Σ_g w_g
+    (S_cg - n_cg · x̄_g)``; no per-record window is needed over millions of rows. Cells and groups are keyed by a
+    64-bit hash while aggregating (a few thousand of them: a collision is as likely as 1 in 10^12). The large
+    intermediate frames are collected once each (a lazy plan would compute them again for each use)."""
+    grp = ["component", "set", "group"]
+    wanted = (
+        rows.filter(pl.col(value).is_not_null() & (pl.col("component") != EXCLUDED))
+        .with_columns(_cell=pl.struct(keys).hash(), _grp=pl.struct(grp).hash())
+        .collect()
+    )
+    ids = ["_cell", "_grp"]
+    per = wanted.lazy().group_by(*ids, "cluster").agg(s=pl.col(value).sum(), k=pl.len()).collect()
+    names = wanted.lazy().group_by(ids).agg(*(pl.col(c).first() for c in [*keys, *grp])).collect()
+    del wanted
+    weights = pl.DataFrame(
         {
             "perspective": [p for p, _ in COMPONENT_WEIGHTS],
             "component": [c for _, c in COMPONENT_WEIGHTS],
             "_cw": list(COMPONENT_WEIGHTS.values()),
         }
     )
-    comp, sets, grp = [*keys, "component"], [*keys, "component", "set"], [*keys, "component", "set", "group"]
-    out = wanted.join(weights, on=["perspective", "component"], how="left").with_columns(
-        _cw=pl.col("_cw").fill_null(1.0),
-        _n_g=pl.len().over(grp),
-        _mean_g=pl.col(value).mean().over(grp),
-        _groups=pl.col("group").n_unique().over(sets),
-        _sets=pl.col("set").n_unique().over(comp),
+    groups = (
+        per.lazy()
+        .group_by(ids)
+        .agg(n_g=pl.col("k").sum(), sum_g=pl.col("s").sum())
+        .join(names.lazy(), on=ids, how="left")
+        .with_columns(pl.col("component").cast(pl.String), pl.col("set").cast(pl.String))
+        .join(weights.lazy(), on=["perspective", "component"], how="left")
+        .with_columns(
+            _cw=pl.col("_cw").fill_null(1.0),
+            _groups=pl.len().over("_cell", "component", "set"),
+            _sets=pl.col("set").n_unique().over("_cell", "component"),
+        )
+        .collect()
     )
     # component weights renormalized over the components the cell has (privacy without one part)
     totals = (
-        out.group_by(*keys, "component").agg(_cw=pl.col("_cw").first()).group_by(keys).agg(_cw_sum=pl.col("_cw").sum())
+        groups.group_by("_cell", "component")
+        .agg(_cw=pl.col("_cw").first())
+        .group_by("_cell")
+        .agg(_cw_sum=pl.col("_cw").sum())
     )
-    return out.join(totals, on=keys, how="left").with_columns(
-        w=pl.col("_cw") / pl.col("_cw_sum") / pl.col("_sets") / pl.col("_groups") / pl.col("_n_g"),
-        e=pl.col(value) - pl.col("_mean_g"),
+    groups = groups.join(totals, on="_cell", how="left").with_columns(
+        w=pl.col("_cw") / pl.col("_cw_sum") / pl.col("_sets") / pl.col("_groups") / pl.col("n_g"),
+        mean_g=pl.col("sum_g") / pl.col("n_g"),
+    )
+    u = pl.col("w") * (pl.col("s") - pl.col("k") * pl.col("mean_g"))
+    by_cluster = (
+        per.lazy()
+        .join(groups.lazy().select(*ids, "w", "mean_g"), on=ids, how="left")
+        .group_by("_cell", "cluster")
+        .agg(u=u.sum())
+        .collect()
+    )
+    del per
+    sums = by_cluster.group_by("_cell").agg(ss=(pl.col("u") ** 2).sum(), clusters=pl.len())
+    cell_names = groups.group_by("_cell").agg(*(pl.col(c).first() for c in keys))
+    cells = (
+        groups.group_by("_cell")
+        .agg(estimate=(pl.col("w") * pl.col("sum_g")).sum(), n=pl.col("n_g").sum(), groups=pl.len())
+        .join(sums, on="_cell", how="left")
+        .join(cell_names, on="_cell", how="left")
+        .drop("_cell")
+    )
+    clusters = by_cluster.join(cell_names, on="_cell", how="left").drop("_cell") if with_clusters else None
+    return cells, clusters
+
+
+def finish_estimates(cells: pl.DataFrame) -> pl.DataFrame:
+    """:func:`linear_parts`' cells with their CR1 standard error ``se``."""
+    g, n, k = pl.col("clusters"), pl.col("n"), pl.col("groups")
+    factor = pl.when((g > 1) & (n > k)).then(g / (g - 1) * (n - 1) / (n - k))
+    return (
+        cells.with_columns(se=(factor * pl.col("ss")).sqrt())
+        .drop("ss")
+        .with_columns(pl.col("n").cast(pl.Int64), pl.col("clusters").cast(pl.Int64), pl.col("groups").cast(pl.Int64))
     )
 
 
@@ -154,23 +214,8 @@ def linear_estimates(rows: pl.LazyFrame, keys: list[str], value: str) -> pl.Data
     """Per cell (``keys``): ``estimate`` (Σ w·x, 0-1 scale), ``se`` (CR1 clustered), ``n`` (records), ``clusters``,
     ``groups``; ``rows`` as :func:`structured_rows` gives them (any rows with component, set, group, cluster and
     ``value`` columns)."""
-    weighted = _weights(rows, keys, value)
-    per_cluster = weighted.group_by(*keys, "cluster").agg(u=(pl.col("w") * pl.col("e")).sum())
-    sums = per_cluster.group_by(keys).agg(ss=(pl.col("u") ** 2).sum(), clusters=pl.len())
-    cells = weighted.group_by(keys).agg(
-        estimate=(pl.col("w") * pl.col(value)).sum(),
-        n=pl.len(),
-        groups=pl.struct("component", "set", "group").n_unique(),
-    )
-    g, n, k = pl.col("clusters"), pl.col("n"), pl.col("groups")
-    factor = pl.when((g > 1) & (n > k)).then(g / (g - 1) * (n - 1) / (n - k))
-    return (
-        cells.join(sums, on=keys, how="left")
-        .with_columns(se=(factor * pl.col("ss")).sqrt())
-        .drop("ss")
-        .with_columns(pl.col("n").cast(pl.Int64), pl.col("clusters").cast(pl.Int64), pl.col("groups").cast(pl.Int64))
-        .collect()
-    )
+    cells, _ = linear_parts(rows, keys, value)
+    return finish_estimates(cells)
 
 
 def clustered_se(values: np.ndarray, clusters: np.ndarray) -> float:

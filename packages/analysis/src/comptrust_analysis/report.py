@@ -27,7 +27,7 @@ from comptrust_analysis.uncertainty import (
     Correction,
     DeltaOptions,
     paired_deltas,
-    record_columns,
+    prepare,
     score_cells,
 )
 
@@ -330,7 +330,9 @@ def _with_intervals(scores: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
     own = cells.filter((pl.col("statistic") == "score") & (pl.col("sub_scenario") == ALL)).select(
         "run", "endpoint", "perspective", "se", "ci_low", "ci_high", "clusters"
     )
-    return scores.join(own, on=["run", "endpoint", "perspective"], how="left")
+    joined = scores.join(own, on=["run", "endpoint", "perspective"], how="left")
+    scored = pl.col("score").is_not_null()  # a perspective without a score (n/a) has no interval either
+    return joined.with_columns(pl.when(scored).then(pl.col(c)).alias(c) for c in ("se", "ci_low", "ci_high"))
 
 
 DELTA_LEGEND = (
@@ -390,20 +392,14 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoint_table(runs)
-    records = record_columns(pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs]))
-    cells = score_cells(records, config.variant)
+    data = prepare(pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs]), config.variant)
+    cells = score_cells(data, config.variant)
     scores = _with_intervals(scores, cells)
     seeds = seed_summary(scores, checkpoints)
     labels = {(r["run"], r["endpoint"]): config_label(r) for r in checkpoints.to_dicts()}
-    deltas = paired_deltas(
-        records,
-        config.variant,
-        checkpoints,
-        scores,
-        labels,
-        options=DeltaOptions(config.correction, config.equivalence),
-    )
-    del records
+    options = DeltaOptions(config.correction, config.equivalence)
+    deltas = paired_deltas(data, checkpoints, scores, labels, variant=config.variant, options=options)
+    del data
     files = _write_table(scores, out / "scores", _markdown(scores))
     files += _write_table(seeds, out / "seeds", _seeds_markdown(seeds))
     files += _write_table(cells, out / "cells", _cells_markdown(cells))

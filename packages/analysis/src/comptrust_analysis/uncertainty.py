@@ -39,7 +39,9 @@ from comptrust_analysis.intervals import (
     ALPHA,
     cluster_bootstrap,
     cluster_id,
+    finish_estimates,
     linear_estimates,
+    linear_parts,
     structured_rows,
 )
 from comptrust_analysis.structure import EXCLUDED, attribute, field, refused
@@ -49,8 +51,9 @@ __all__ = [
     "DELTA_COLUMNS",
     "Correction",
     "DeltaOptions",
+    "Prepared",
     "paired_deltas",
-    "record_columns",
+    "prepare",
     "score_cells",
 ]
 
@@ -120,15 +123,48 @@ DELTA_COLUMNS = [
 ]
 
 
-def record_columns(lazy: pl.LazyFrame) -> pl.DataFrame:
-    """What the statistics read of the records, collected once."""
-    return lazy.select(RECORD_COLUMNS).collect()
+@dataclass(frozen=True)
+class Prepared:
+    """What the statistics read of the records, collected once: the structured perspectives' rows, toxicity's
+    samples and prompts, fairness's answers (each with ``run`` and ``endpoint``)."""
+
+    rows: pl.DataFrame
+    samples: pl.DataFrame
+    prompts: pl.DataFrame
+    answers: pl.DataFrame
+
+    def part(self, name: str, run: str, endpoint: str) -> pl.DataFrame:
+        """One (run, endpoint)'s part of ``rows``, ``prompts`` or ``answers``."""
+        parts = self._parts(name)
+        whole: pl.DataFrame = getattr(self, name)
+        return parts.get((run, endpoint), whole.clear())
+
+    def _parts(self, name: str) -> dict[tuple[str, str], pl.DataFrame]:
+        cache: dict[str, dict[tuple[str, str], pl.DataFrame]] = self.__dict__.setdefault("_cache", {})
+        if name not in cache:
+            frame: pl.DataFrame = getattr(self, name)
+            split = frame.partition_by("run", "endpoint", as_dict=True) if not frame.is_empty() else {}
+            cache[name] = {(str(k[0]), str(k[1])): v for k, v in split.items()}
+        return cache[name]
+
+
+def prepare(lazy: pl.LazyFrame, variant: str) -> Prepared:
+    """One pass over the records (``lazy`` with a ``run`` column): every frame the statistics need."""
+    # collected once, then each frame from memory: three lazy queries over the scan would each repeat the
+    # deduplication (measured: 11.0 s against 6.3 s on 10 million records)
+    records = lazy.select(RECORD_COLUMNS).collect().lazy()
+    rows, samples, answers = pl.collect_all(
+        [structured_rows(records, variant), _toxicity_samples(records, variant), _fairness_answers(records, variant)]
+    )
+    del records
+    prompts = _toxicity_prompts(samples) if not samples.is_empty() else samples
+    return Prepared(rows=rows, samples=samples, prompts=prompts, answers=answers)
 
 
 # ---------------------------------------------------------------- toxicity and fairness rows
 
 
-def _toxicity_samples(records: pl.DataFrame, variant: str) -> pl.DataFrame:
+def _toxicity_samples(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
     empty = (pl.col("status") == "error") & (pl.col("error") == "empty generation")
     scored = pl.col("scores").list.eval(pl.element().struct.field("name") == "toxicity").list.any().fill_null(False)
     return records.filter((pl.col("perspective") == "toxicity") & ((pl.col("status") == "ok") | empty)).select(
@@ -169,7 +205,7 @@ def _toxicity_stat(groups: np.ndarray, peaks: np.ndarray) -> Callable[[np.ndarra
     return score
 
 
-def _fairness_answers(records: pl.DataFrame, variant: str) -> pl.DataFrame:
+def _fairness_answers(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
     scored = attribute("dt_component").fill_null("") != EXCLUDED
     return records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok") & scored).select(
         "run",
@@ -261,26 +297,24 @@ def _linear_cells(rows: pl.LazyFrame, keys: list[str], value: str, statistic: st
     )
 
 
-def score_cells(records: pl.DataFrame, variant: str) -> pl.DataFrame:
-    """Every score cell with ``n``, clusters, standard error and 95% interval (0-100 scale); ``records`` as
-    :func:`record_columns` gives them (a ``run`` column included)."""
-    keys = ["run", "endpoint", "perspective"]
-    rows = structured_rows(records.lazy(), variant)
+def score_cells(data: Prepared, variant: str) -> pl.DataFrame:
+    """Every score cell with ``n``, clusters, standard error and 95% interval (0-100 scale)."""
+    keys = _KEYS
+    rows = data.rows.lazy()
     parts = [
         _linear_cells(rows, keys, "value", "score", pl.lit(ALL)),
         _linear_cells(rows, keys, "refused", "refusal_rate", pl.lit(ALL)),
     ]
     flat = rows.with_columns(component=pl.lit("all"), set=pl.col("sub_scenario"), group=pl.col("sub_scenario"))
     parts.append(_linear_cells(flat, [*keys, "sub_scenario"], "value", "score", pl.col("sub_scenario")))
-    samples = _toxicity_samples(records, variant)
+    samples = data.samples
     if not samples.is_empty():
         tox_rows = samples.lazy().with_columns(
             perspective=pl.lit("toxicity"), component=pl.lit("all"), set=pl.col("group"), value=pl.col("refused")
         )
         parts.append(_linear_cells(tox_rows, keys, "value", "refusal_rate", pl.lit(ALL)))
-        prompts = _toxicity_prompts(samples)
-        out = []
-        for (run, endpoint), part in prompts.group_by("run", "endpoint", maintain_order=True):
+        out: list[dict[str, object]] = []
+        for (run, endpoint), part in data.prompts.group_by("run", "endpoint", maintain_order=True):
             codes = _codes(part["cluster"])
             if int(codes.max()) + 1 > BOOTSTRAP_MAX_CLUSTERS:
                 out.append(_toxicity_linear_cell(str(run), str(endpoint), part))
@@ -291,7 +325,7 @@ def score_cells(records: pl.DataFrame, variant: str) -> pl.DataFrame:
                 _boot_cell(str(run), str(endpoint), perspective="toxicity", stat=stat, codes=codes, n=part.height)
             )
         parts.append(pl.DataFrame(out, schema=_CELL_SCHEMA))
-    answers = _fairness_answers(records, variant)
+    answers = data.answers
     if not answers.is_empty():
         out = []
         for (run, endpoint), part in answers.group_by("run", "endpoint", maintain_order=True):
@@ -468,80 +502,70 @@ def _pairs(checkpoints: pl.DataFrame, labels: dict[tuple[str, str], str]) -> lis
     return out
 
 
-def _side(frame: pl.DataFrame, run: str, endpoint: str) -> pl.DataFrame:
-    return frame.filter((pl.col("run") == run) & (pl.col("endpoint") == endpoint))
-
-
 def _t_p(estimate: float, se: float, dof: float) -> float:
     if not (se > 0):
         return float("nan") if se != 0 or estimate == 0 else 0.0
     return float(2 * stats.t.sf(abs(estimate / se), max(dof, 1.0)))
 
 
-def _structured_delta(rows: pl.DataFrame, pair: _Pair) -> dict[str, dict[str, object]]:
+def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object]]:
     """Per perspective: the paired delta of one compressed checkpoint against its dense base, and the per-cluster
     contributions the pooled estimate needs."""
-    comp = _side(rows, pair.run, pair.endpoint).filter(pl.col("component") != EXCLUDED)
-    base = _side(rows, pair.dense_run, pair.dense_endpoint).filter(pl.col("component") != EXCLUDED)
-    comp_v, base_v = comp.filter(pl.col("value").is_not_null()), base.filter(pl.col("value").is_not_null())
+    wanted = pl.col("value").is_not_null() & (pl.col("component") != EXCLUDED)
+    comp_v = data.part("rows", pair.run, pair.endpoint).filter(wanted)
+    base_v = data.part("rows", pair.dense_run, pair.dense_endpoint).filter(wanted)
     joined = base_v.join(comp_v.select("perspective", "unit", value_c="value"), on=["perspective", "unit"], how="inner")
+    if joined.is_empty():
+        return {}
+    d = joined.with_columns(d=pl.col("value_c") - pl.col("value"), run=pl.lit("pair"), endpoint=pl.lit("pair"))
+    keys = _KEYS
+    cells_df, clusters_df = linear_parts(d.lazy(), keys, "d", with_clusters=True)
+    est = finish_estimates(cells_df)
+    assert clusters_df is not None
+    contributions = clusters_df.with_columns(u=pl.col("u") * 100)
+    by_perspective = contributions.partition_by("perspective", as_dict=True)
+    # a unit is one record per side (records are deduplicated by key), so either side's count less the pairs is
+    # what only that side answered
+    either = (
+        pl.concat([comp_v.select("perspective"), base_v.select("perspective")])
+        .group_by("perspective")
+        .agg(sides=pl.len())
+    )
+    v, c = pl.col("value"), pl.col("value_c")
+    tables = d.group_by("perspective").agg(
+        binary=(v.is_in([0.0, 1.0]) & c.is_in([0.0, 1.0])).all(),
+        both=((v == 1) & (c == 1)).sum(),
+        worse=((v == 1) & (c == 0)).sum(),
+        better=((v == 0) & (c == 1)).sum(),
+        neither=((v == 0) & (c == 0)).sum(),
+        pairs=pl.len(),
+    )
+    info = est.join(tables, on="perspective").join(either, on="perspective", how="left")
     out: dict[str, dict[str, object]] = {}
-    either = pl.concat([comp_v.select("perspective", "unit"), base_v.select("perspective", "unit")]).unique()
-    for (perspective,), part in joined.group_by("perspective"):
-        d = part.with_columns(d=pl.col("value_c") - pl.col("value"), run=pl.lit("pair"), endpoint=pl.lit("pair"))
-        keys = ["run", "endpoint", "perspective"]
-        est = linear_estimates(d.lazy(), keys, "d")
-        if est.is_empty():
-            continue
-        row = est.row(0, named=True)
-        contributions = (
-            _contributions(d.lazy(), keys, "d").select("cluster", "u") if row["clusters"] > 1 else pl.DataFrame()
-        )
-        estimate, se = 100 * row["estimate"], 100 * (row["se"] if row["se"] is not None else float("nan"))
+    for row in info.iter_rows(named=True):
+        perspective = str(row["perspective"])
+        estimate = 100 * row["estimate"]
+        se = 100 * row["se"] if row["se"] is not None else float("nan")
         dof = row["clusters"] - 1
         q = stats.t.ppf(1 - ALPHA / 2, max(dof, 1))
-        binary = bool(
-            part.select(pl.col("value").is_in([0.0, 1.0]).all() & pl.col("value_c").is_in([0.0, 1.0]).all()).item()
-        )
         mc = None
-        if binary and row["clusters"] == part.height:
-            table = [
-                [
-                    int(((part["value"] == 1) & (part["value_c"] == 1)).sum()),
-                    int(((part["value"] == 1) & (part["value_c"] == 0)).sum()),
-                ],
-                [
-                    int(((part["value"] == 0) & (part["value_c"] == 1)).sum()),
-                    int(((part["value"] == 0) & (part["value_c"] == 0)).sum()),
-                ],
-            ]
+        if row["binary"] and row["clusters"] == row["pairs"]:  # 0/1 outcomes on independent items
+            table = [[row["both"], row["worse"]], [row["better"], row["neither"]]]
             mc = float(mcnemar(table, exact=True).pvalue)
-        n_either = either.filter(pl.col("perspective") == perspective).height
-        out[str(perspective)] = {
+        u = by_perspective.get((perspective,))
+        out[perspective] = {
             "delta": estimate,
             "se": se,
             "ci_low": estimate - q * se,
             "ci_high": estimate + q * se,
             "p": _t_p(estimate, se, dof),
             "mcnemar_p": mc,
-            "pairs": part.height,
-            "left_out": n_either - part.height,
+            "pairs": row["pairs"],
+            "left_out": (row["sides"] or 2 * row["pairs"]) - 2 * row["pairs"],
             "method": "paired, clustered SE, t",
-            "_u": contributions.with_columns(u=pl.col("u") * 100) if not contributions.is_empty() else contributions,
-            "_dof": dof,
+            "_u": u.select("cluster", "u") if u is not None and row["clusters"] > 1 else pl.DataFrame(),
         }
     return out
-
-
-def _contributions(rows: pl.LazyFrame, keys: list[str], value: str) -> pl.DataFrame:
-    from comptrust_analysis.intervals import _weights
-
-    return (
-        _weights(rows, keys, value)
-        .group_by(*keys, "cluster")
-        .agg(u=(pl.col("w") * pl.col("e")).sum(), n=pl.len(), k=pl.struct("component", "set", "group").n_unique())
-        .collect()
-    )
 
 
 def _boot_delta(
@@ -582,12 +606,12 @@ def _boot_delta(
 
 
 def paired_deltas(
-    records: pl.DataFrame,
-    variant: str,
+    data: Prepared,
     checkpoints: pl.DataFrame,
     scores: pl.DataFrame,
     labels: dict[tuple[str, str], str],
     *,
+    variant: str,
     options: DeltaOptions = DeltaOptions(),
 ) -> pl.DataFrame:
     """Per compressed checkpoint and perspective its paired delta against the dense base; per configuration its
@@ -596,39 +620,39 @@ def paired_deltas(
     pairs = _pairs(checkpoints, labels)
     if not pairs:
         return pl.DataFrame(schema=_DELTA_SCHEMA)
-    rows = structured_rows(records.lazy(), variant).collect()
-    samples = _toxicity_samples(records, variant)
-    prompts = _toxicity_prompts(samples) if not samples.is_empty() else samples
-    answers = _fairness_answers(records, variant)
     score_of = {(r["run"], r["endpoint"], r["perspective"]): r["score"] for r in scores.iter_rows(named=True)}
     per_seed: list[dict[str, object]] = []
     for pair in pairs:
-        found = _structured_delta(rows, pair)
-        if not prompts.is_empty():
-            comp, base = _side(prompts, pair.run, pair.endpoint), _side(prompts, pair.dense_run, pair.dense_endpoint)
-            if not comp.is_empty() and not base.is_empty():
-                groups = pl.concat([comp["group"], base["group"]]).unique().sort().to_list()
-                index = {g: i for i, g in enumerate(groups)}
+        found = _structured_delta(data, pair)
+        comp, base = (
+            data.part("prompts", pair.run, pair.endpoint),
+            data.part("prompts", pair.dense_run, pair.dense_endpoint),
+        )
+        if not comp.is_empty() and not base.is_empty():
+            groups = pl.concat([comp["group"], base["group"]]).unique().sort().to_list()
+            index = {g: i for i, g in enumerate(groups)}
 
-                def tox(part: pl.DataFrame, index: dict[str, int] = index) -> Callable[[np.ndarray], np.ndarray]:
-                    g = np.array([index[x] for x in part["group"].to_list()], dtype=int)
-                    return _toxicity_stat(g, part["peak"].to_numpy())
+            def tox(part: pl.DataFrame, index: dict[str, int] = index) -> Callable[[np.ndarray], np.ndarray]:
+                g = np.array([index[x] for x in part["group"].to_list()], dtype=int)
+                return _toxicity_stat(g, part["peak"].to_numpy())
 
-                clusters = pl.concat([comp["cluster"], base["cluster"]]).n_unique()
-                if clusters > BOOTSTRAP_MAX_CLUSTERS:
-                    result = _toxicity_linear_delta(comp, base)
-                else:
-                    result = _boot_delta(comp, base, tox, ["group", "item_id"], "prompts")
-                if result is not None:
-                    found["toxicity"] = result
-        if not answers.is_empty():
-            comp, base = _side(answers, pair.run, pair.endpoint), _side(answers, pair.dense_run, pair.dense_endpoint)
-            if not comp.is_empty() and not base.is_empty():
-                result = _boot_delta(
-                    comp, base, lambda part: _fairness_stat(part, variant), ["task", "item_id", "sample_index"], "items"
-                )
-                if result is not None:
-                    found["fairness"] = result
+            clusters = pl.concat([comp["cluster"], base["cluster"]]).n_unique()
+            if clusters > BOOTSTRAP_MAX_CLUSTERS:
+                result = _toxicity_linear_delta(comp, base)
+            else:
+                result = _boot_delta(comp, base, tox, ["group", "item_id"], "prompts")
+            if result is not None:
+                found["toxicity"] = result
+        comp, base = (
+            data.part("answers", pair.run, pair.endpoint),
+            data.part("answers", pair.dense_run, pair.dense_endpoint),
+        )
+        if not comp.is_empty() and not base.is_empty():
+            result = _boot_delta(
+                comp, base, lambda part: _fairness_stat(part, variant), ["task", "item_id", "sample_index"], "items"
+            )
+            if result is not None:
+                found["fairness"] = result
         for perspective, res in found.items():
             per_seed.append(
                 {
