@@ -20,6 +20,7 @@ from comptrust_analysis import (
     mmlu_table,
     perplexity_table,
 )
+from comptrust_analysis.beyond import bias_intervals
 from comptrust_analysis.cli import main
 from comptrust_core import Attribute, Record, RequestSpec, ScoreField, record_key
 
@@ -222,3 +223,26 @@ def test_analyze_writes_and_prints_the_beyond_tables(tmp_path: Path, capsys: pyt
     assert main([str(run), "--no-plots", "--out", str(tmp_path / "again")]) == 0
     printed = capsys.readouterr().out
     assert "BBQ accuracy and bias scores" in printed and "dialect perplexity gap" in printed
+
+
+def test_bias_scores_carry_bootstrap_intervals_that_narrow_with_more_questions() -> None:
+    rng = random.Random(3)
+
+    def answers(n: int) -> list[BbqAnswer]:
+        out = []
+        for _ in range(n):
+            ambiguous, negative = rng.random() < 0.5, rng.random() < 0.5
+            role = rng.choice(["target", "target", "other", "unknown"])
+            out.append(BbqAnswer(ambiguous=ambiguous, negative=negative, correct=rng.random() < 0.6, role=role))
+        return out
+
+    small, large = answers(200), answers(3200)
+    for pool in (small, large):
+        s = bias_scores(pool)
+        ci = bias_intervals(pool)
+        assert ci["s_dis_low"] is not None and ci["s_dis_high"] is not None
+        assert ci["s_dis_low"] <= s.s_dis <= ci["s_dis_high"]  # type: ignore[operator]
+        assert ci["s_amb_low"] <= s.s_amb <= ci["s_amb_high"]  # type: ignore[operator]
+    width = {len(p): bias_intervals(p)["s_dis_high"] - bias_intervals(p)["s_dis_low"] for p in (small, large)}  # type: ignore[operator]
+    assert width[3200] < width[200] / 2.5  # about 1/sqrt(16) as wide
+    assert bias_intervals(small[:1]) == dict.fromkeys(("s_amb_low", "s_amb_high", "s_dis_low", "s_dis_high"))

@@ -20,8 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
+from comptrust_analysis.intervals import cluster_bootstrap
 from comptrust_analysis.load import LoadedRun
 from comptrust_analysis.tables import to_markdown, to_text
 
@@ -31,6 +33,7 @@ __all__ = [
     "bbq_table",
     "beyond_html",
     "beyond_tables",
+    "bias_intervals",
     "bias_scores",
     "dialect_gap_table",
     "mmlu_table",
@@ -242,11 +245,47 @@ def bbq_table(runs: list[LoadedRun], scoring: Scoring = "unnormalized", rule: Ru
         scored = {c: bias_scores(v, rule) for c, v in sorted(per.items())}
         scored["all"] = bias_scores((a for v in per.values() for a in v), rule)
         for category, s in scored.items():
-            rows.append({"run": run, "endpoint": endpoint, "category": category, **s.__dict__})
+            pool = per[category] if category != "all" else [a for v in per.values() for a in v]
+            rows.append(
+                {"run": run, "endpoint": endpoint, "category": category, **s.__dict__, **bias_intervals(pool, rule)}
+            )
         fields = ("acc_amb", "acc_dis", "s_amb", "s_dis")
         means = {f: _mean([getattr(s, f) for c, s in scored.items() if c != "all"]) for f in fields}
         rows.append({"run": run, "endpoint": endpoint, "category": "mean", **means, "n_amb": None, "n_dis": None})
     return pl.DataFrame(rows).with_columns(scoring=pl.lit(scoring), rule=pl.lit(rule))
+
+
+def bias_intervals(answers: list[BbqAnswer], rule: Rule = "bbq") -> dict[str, float | None]:
+    """95% intervals of s_AMB and s_DIS (``s_amb_low`` ... ``s_dis_high``) by a bootstrap over the answered
+    questions (each its own cluster; :func:`~comptrust_analysis.intervals.cluster_bootstrap`, fixed seed)."""
+    out: dict[str, float | None] = {"s_amb_low": None, "s_amb_high": None, "s_dis_low": None, "s_dis_high": None}
+    if len(answers) < 2:
+        return out
+    known_roles = ("target", "other") if rule == "bbq" else ("plain", "non")
+    amb = np.array([a.ambiguous for a in answers], dtype=float)
+    correct = np.array([a.correct for a in answers], dtype=float)
+    known = np.array([a.role in known_roles for a in answers], dtype=float)
+    biased = np.array([_biased(a, rule) for a in answers], dtype=float)
+
+    def s(w: np.ndarray, part: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(2 * ((w * part * biased).sum(axis=1) / (w * part * known).sum(axis=1)) - 1)
+
+    def s_dis(w: np.ndarray) -> np.ndarray:
+        return s(w, 1 - amb)
+
+    def s_amb(w: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = (w * amb * correct).sum(axis=1) / (w * amb).sum(axis=1)
+        return np.asarray((1 - accuracy) * s(w, amb))
+
+    codes = np.arange(len(answers))
+    for name, stat, part in (("s_amb", s_amb, amb), ("s_dis", s_dis, 1 - amb)):
+        if (part * known).sum() >= 2:
+            _, low, high = cluster_bootstrap(codes, stat)
+            if math.isfinite(low) and math.isfinite(high):
+                out[f"{name}_low"], out[f"{name}_high"] = low, high
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:

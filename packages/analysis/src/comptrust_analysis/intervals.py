@@ -22,6 +22,7 @@ Two methods, one per kind of statistic:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -261,15 +262,17 @@ def cluster_bootstrap(
         out = statistic(counts[:, codes].astype(float))
         return out[0] if flat else out
 
-    result = stats.bootstrap(
-        (np.arange(n_clusters),),
-        on_clusters,
-        n_resamples=resamples,
-        confidence_level=1 - ALPHA,
-        method="percentile",
-        vectorized=True,
-        batch=max(1, min(resamples, 20_000_000 // max(codes.size, 1))),
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
-    )
+    with warnings.catch_warnings():  # a degenerate statistic (every resample equal) gives a NaN interval
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.arange(n_clusters),),
+            on_clusters,
+            n_resamples=resamples,
+            confidence_level=1 - ALPHA,
+            method="percentile",
+            vectorized=True,
+            batch=max(1, min(resamples, 20_000_000 // max(codes.size, 1))),
+            rng=np.random.default_rng(BOOTSTRAP_SEED),
+        )
     ci = result.confidence_interval
     return float(result.standard_error), float(ci.low), float(ci.high)
