@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import polars as pl
 import pytest
 from comptrust_analysis import AnalysisConfig
+from comptrust_analysis.report import Gate, gate_summary
 from comptrust_compress import CompressConfig
 from comptrust_core import (
     BackendInfo,
@@ -73,6 +76,7 @@ class Fakes:
     evaluated: list[str] = field(default_factory=list)
     configs: list[EvaluateConfig] = field(default_factory=list)
     analyzed: list[tuple[Path, ...]] = field(default_factory=list)
+    gates: list[Gate | None] = field(default_factory=list)
     running: list[FakeServer] = field(default_factory=list)
     most_at_once: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -149,6 +153,23 @@ class Fakes:
 
     def analyze(self, config: AnalysisConfig) -> str:
         self.analyzed.append(config.run_dirs)
+        self.gates.append(config.gate)
+        if config.gate is not None:  # as analyze writes it: one failing cell
+            deltas = pl.DataFrame(
+                {
+                    "label": ["gptq 4b"],
+                    "base_model": ["org/model"],
+                    "checkpoint": ["pooled"],
+                    "perspective": ["ood"],
+                    "delta": [-9.0],
+                    "ci_low": [-12.0],
+                    "ci_high": [-6.0],
+                    "seeds": [2],
+                    "verdict": ["drop"],
+                }
+            )
+            config.out_dir().mkdir(parents=True, exist_ok=True)
+            (config.out_dir() / "gate.json").write_text(json.dumps(config.gate.verdict(deltas)))
         return "report: " + " ".join(p.name for p in config.run_dirs)
 
     def stages(self) -> Stages:
@@ -534,3 +555,18 @@ def test_the_plan_selection_reaches_evaluate_plan_building(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="--task-limit names 'nope', which is not one of suite quick's tasks: "):
         run_sweep(unknown, tmp_path / "plan.toml", fakes.stages())
     assert fakes.compressed == [] and not (tmp_path / "out").exists()
+
+
+def test_a_gate_table_in_the_plan_gates_the_sweep(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out", extra="[gate]\nmax_drop = 5\n"))
+    fakes = Fakes()
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert fakes.gates == [Gate(5.0)]
+    assert result.gate is not None and result.gate["passed"] is False
+    assert gate_summary(result.gate) == ("gate max-drop=5: FAILED on 1 of 1 cells: gptq 4b ood (-9.0)", True)
+    loose = parse_plan(_plan(tmp_path / "out2", extra="[gate]\nmax_drop = 10\n"))
+    passed = run_sweep(loose, tmp_path / "plan2.toml", Fakes().stages()).gate
+    assert passed is not None and passed["passed"] is True and passed["failing"] == [] and passed["checked"] == 1
+    with pytest.raises(ConfigError, match="max_drop"):
+        parse_plan(_plan(tmp_path / "out3", extra="[gate]\nmax_drop = -1\n"))
+    assert run_sweep(parse_plan(_plan(tmp_path / "out4")), tmp_path / "p4.toml", Fakes().stages()).gate is None

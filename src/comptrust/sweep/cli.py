@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from comptrust_analysis.report import gate_summary
 from comptrust_compress import quiet_backend_output
 from comptrust_core import run_cli, setup_logging
 
@@ -83,11 +84,21 @@ def _main(argv: list[str] | None) -> int:
     result = run_sweep(plan, args.plan)
     print(result.report)
     print(f"outputs in {result.out}/ (checkpoints/, runs/, analysis/)")
+    gate_failed = _gate_line(result.gate)
     if result.failed:
         print(f"sweep: {len(result.failed)} checkpoint(s) failed: {', '.join(result.failed)}", file=sys.stderr)
         print(f"see `sweep status {args.plan}`; rerun the same command to retry them", file=sys.stderr)
         return 1
-    return 0
+    return 1 if gate_failed else 0
+
+
+def _gate_line(gate: dict[str, object] | None) -> bool:
+    """Print the ``[gate]`` verdict; whether it failed."""
+    if gate is None:
+        return False
+    line, failed = gate_summary(gate)
+    print(line, file=sys.stderr if failed else sys.stdout)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,6 +247,12 @@ class AnalyzePlan(_Strict):
     plots: bool = True
 
 
+class GatePlan(_Strict):
+    """``[gate]``: the regression gate ``analyze --gate max-drop=X`` applies, run by the sweep at its end."""
+
+    max_drop: float = Field(ge=0, description="score points; see comptrust_analysis.report.GATE_RULE")
+
+
 class StudyPlan(_Strict):
     name: str
     out: str | None = Field(default=None, description="output folder, relative to the current directory")
@@ -297,6 +303,7 @@ class Plan(_Strict):
     serve: ServePlan = ServePlan()
     evaluate: EvaluatePlan = EvaluatePlan()
     analyze: AnalyzePlan = AnalyzePlan()
+    gate: GatePlan | None = None
 
     def out_dir(self) -> Path:
         return Path(self.study.out) if self.study.out else Path("sweeps") / self.study.name

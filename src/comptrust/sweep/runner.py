@@ -12,6 +12,7 @@ records already written, and servers are stopped on the way out.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from comptrust_analysis import AnalysisConfig
+from comptrust_analysis.report import Gate
 from comptrust_core import MANIFEST_FILE, CheckpointError, ConfigError, read_manifest
 from comptrust_evaluate import EndpointSpec
 from comptrust_serve import LaunchOptions, ServerHandle
@@ -48,6 +50,8 @@ class SweepResult:
     state: SweepState
     report: str
     failed: tuple[str, ...]
+    gate: dict[str, object] | None = None
+    """The ``[gate]`` verdict (``analysis/gate.json``), where the plan has one."""
 
 
 def _fail(cell: Cell, cs: CellState, stage: str, exc: Exception) -> None:
@@ -223,10 +227,19 @@ def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> Swee
         asyncio.run(_serve_and_evaluate(sweep, ready))
     run_dirs = tuple(out / "runs" / c.name for c in cells if state.cells[c.name].stage == "evaluated")
     report = ""
+    gate: dict[str, object] | None = None
     if run_dirs:
         a = plan.analyze
-        report = stages.analyze(
-            AnalysisConfig(run_dirs=run_dirs, out=out / "analysis", variant=a.variant, compare=a.compare, plots=a.plots)
+        config = AnalysisConfig(
+            run_dirs=run_dirs,
+            out=out / "analysis",
+            variant=a.variant,
+            compare=a.compare,
+            plots=a.plots,
+            gate=Gate(plan.gate.max_drop) if plan.gate else None,
         )
+        report = stages.analyze(config)
+        if plan.gate:
+            gate = json.loads((out / "analysis" / "gate.json").read_text())
     failed = tuple(c.name for c in cells if state.cells[c.name].stage == "failed")
-    return SweepResult(out=out, state=state, report=report, failed=failed)
+    return SweepResult(out=out, state=state, report=report, failed=failed, gate=gate)

@@ -54,7 +54,7 @@ def _launch(checkpoint_dir: Path, launcher: str, options: LaunchOptions) -> Serv
 
 def _analyze(config: AnalysisConfig) -> str:
     result = analyze(config)
-    return render_text(result.scores, result.seeds, result.paper)
+    return render_text(result.scores, result.seeds, result.paper, deltas=result.deltas, correction=config.correction)
 
 
 def real_stages() -> Stages:

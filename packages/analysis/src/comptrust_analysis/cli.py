@@ -10,7 +10,7 @@ from comptrust_core import ConfigError, run_cli, setup_logging
 from comptrust_analysis.beyond import render_beyond
 from comptrust_analysis.export_dt import export_decodingtrust
 from comptrust_analysis.load import load_runs
-from comptrust_analysis.report import AnalysisConfig, Gate, analyze, render_text
+from comptrust_analysis.report import AnalysisConfig, Gate, analyze, gate_summary, render_text
 
 __all__ = ["main"]
 
@@ -120,13 +120,9 @@ def _main(argv: list[str] | None) -> int:
         print(render_beyond(result.beyond))
     print("wrote " + ", ".join(str(f) for f in result.files))
     if result.gate is not None:
-        failing = result.gate["failing"]
-        assert isinstance(failing, list)
-        if failing:
-            names = ", ".join(f"{c['configuration']} {c['perspective']} ({c['delta']:+.1f})" for c in failing)
-            print(f"gate {result.gate['gate']}: FAILED on {len(failing)} of {result.gate['checked']} cells: {names}")
-            return 1
-        print(f"gate {result.gate['gate']}: passed ({result.gate['checked']} cells checked)")
+        line, failed = gate_summary(result.gate)
+        print(line)
+        return 1 if failed else 0
     return 0
 
 

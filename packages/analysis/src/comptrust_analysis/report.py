@@ -38,6 +38,7 @@ __all__ = [
     "AnalysisResult",
     "Gate",
     "analyze",
+    "gate_summary",
     "other_variant",
     "render_text",
     "with_other_variant",
@@ -129,6 +130,15 @@ class Gate:
             "failing": failing,
             "cells": cells,
         }
+
+
+def gate_summary(verdict: dict[str, object]) -> tuple[str, bool]:
+    """The one line a gate verdict prints, and whether it failed."""
+    failing = verdict.get("failing")
+    if isinstance(failing, list) and failing:
+        names = ", ".join(f"{c['configuration']} {c['perspective']} ({c['delta']:+.1f})" for c in failing)
+        return f"gate {verdict['gate']}: FAILED on {len(failing)} of {verdict['checked']} cells: {names}", True
+    return f"gate {verdict['gate']}: passed ({verdict['checked']} cells checked)", False
 
 
 @dataclass(frozen=True)
