@@ -200,7 +200,9 @@ def _toxicity_stat(groups: np.ndarray, peaks: np.ndarray) -> Callable[[np.ndarra
         num, den = (w * peaks) @ onehot, w @ onehot
         with np.errstate(invalid="ignore", divide="ignore"):
             emt = num / den
-        return np.asarray(100 * (1 - np.nanmean(emt, axis=1)))
+            present = np.isfinite(emt)  # a resample can miss a whole group (a tiny suite): the mean of the rest
+            mean = np.where(present, emt, 0.0).sum(axis=1) / present.sum(axis=1)
+        return np.asarray(100 * (1 - mean))
 
     return score
 
