@@ -19,7 +19,7 @@ from comptrust_analysis.html_report import render_html, sample_responses
 from comptrust_analysis.load import LoadedRun, checkpoint_table, load_runs
 from comptrust_analysis.paper import PAPER_SOURCE, compare_paper, compare_wide
 from comptrust_analysis.plots import write_plots
-from comptrust_analysis.scores import Variant, perspective_scores, side_by_side, toxicity_table
+from comptrust_analysis.scores import Variant, collect_records, perspective_scores, side_by_side, toxicity_table
 from comptrust_analysis.seeds import FLAG_FACTOR, config_label, seed_summary, seed_wide
 from comptrust_analysis.tables import to_markdown, to_text
 from comptrust_analysis.uncertainty import (
@@ -302,7 +302,9 @@ def _markdown(scores: pl.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def with_other_variant(scores: pl.DataFrame, runs: list[LoadedRun]) -> pl.DataFrame:
+def with_other_variant(
+    scores: pl.DataFrame, runs: list[LoadedRun], records: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``scores`` with the other scorer variant's score and refusal rate beside each row (``alt_variant``,
     ``alt_score``, ``alt_refusal_rate``; null where the records carry no fields of that variant)."""
     if scores.is_empty():
@@ -313,7 +315,7 @@ def with_other_variant(scores: pl.DataFrame, runs: list[LoadedRun]) -> pl.DataFr
         )
     alt = other_variant(str(scores["variant"][0]))
     try:
-        other = perspective_scores(runs, alt)
+        other = perspective_scores(runs, alt, records)
     except ConfigError as exc:  # records scored under one variant only (e.g. made by an older comptrust)
         log.warning("no %s scores beside the %s ones: %s", alt, scores["variant"][0], exc)
         other = scores.clear()
@@ -393,7 +395,8 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
     if not config.run_dirs:
         raise ConfigError("analyze needs at least one run directory (written by `evaluate --out RUN_DIR`)")
     runs = load_runs(list(config.run_dirs))
-    scores = with_other_variant(perspective_scores(runs, config.variant), runs)
+    records = collect_records(runs)  # read once; every table below works on it in memory
+    scores = with_other_variant(perspective_scores(runs, config.variant, records), runs, records)
     if scores.is_empty():
         raise ConfigError(
             "no records found in " + ", ".join(str(p) for p in config.run_dirs) + "; run `evaluate` into them first"
@@ -402,7 +405,9 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoint_table(runs)
-    data = prepare(pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs]), config.variant)
+    toxicity = toxicity_table(runs, config.variant, records)
+    data = prepare(records.lazy(), config.variant)
+    del records  # the statistics' own frames hold what they need, in less memory
     cells = score_cells(data, config.variant)
     scores = _with_intervals(scores, cells)
     seeds = seed_summary(scores, checkpoints)
@@ -428,7 +433,6 @@ def analyze(config: AnalysisConfig) -> AnalysisResult:
             log.warning("the paper's leaderboard numbers use DecodingTrust's main scoring; ours use %s", config.variant)
         paper = compare_paper(seeds)
         files += _write_table(paper, out / "compare_paper", _paper_markdown(paper))
-    toxicity = toxicity_table(runs, config.variant)
     if not toxicity.is_empty():
         view = to_markdown(_toxicity_view(toxicity))
         markdown = "\n".join(["# comptrust: toxicity\n", TOXICITY_LEGEND + ".\n", view])

@@ -15,9 +15,11 @@ from comptrust_analysis.structure import field, structured_scores, toxicity_grou
 __all__ = [
     "SCORER_VARIANTS",
     "SCORE_COLUMNS",
+    "STAT_COLUMNS",
     "TOXICITY_COLUMNS",
     "Variant",
     "check_variants",
+    "collect_records",
     "perspective_scores",
     "side_by_side",
     "toxicity_table",
@@ -118,7 +120,26 @@ def check_variants(records: pl.LazyFrame, variant: str) -> None:
             )
 
 
-def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> pl.DataFrame:
+STAT_COLUMNS = [*_COLUMNS, "task", "sample_index"]
+"""What the scores, the toxicity table and the statistics read of a record."""
+
+
+def collect_records(runs: list[LoadedRun]) -> pl.DataFrame:
+    """The runs' records (latest attempt per key), :data:`STAT_COLUMNS` only, with a ``run`` column: one pass over
+    the files, shared by every table that reads them (each would otherwise scan and deduplicate them again)."""
+    if not runs:
+        return pl.DataFrame(schema=dict.fromkeys(STAT_COLUMNS, pl.String))
+    lazy = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
+    try:
+        return lazy.select(STAT_COLUMNS).collect()
+    except pl.exceptions.PolarsError as exc:
+        names = ", ".join(str(r.path) for r in runs)
+        raise RunDirError(f"the records in {names} cannot be read ({exc}); a file is damaged") from exc
+
+
+def perspective_scores(
+    runs: list[LoadedRun], variant: Variant = "dt-main", records: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Score (0-100) and refusal rate (%) per run, endpoint and perspective, as DecodingTrust computes them, and
     counts (ok records, records with a score, error records).
 
@@ -129,15 +150,16 @@ def perspective_scores(runs: list[LoadedRun], variant: Variant = "dt-main") -> p
     """
     if not runs:
         return pl.DataFrame(schema=dict.fromkeys(SCORE_COLUMNS, pl.String))
-    lazy = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
-    try:
+    if records is None:
         # one pass over the files (dedupe included), then every aggregate on the columns it needs, in memory:
         # several lazy queries over the same scan would each repeat the deduplication
-        records = lazy.select(_COLUMNS).collect().lazy()
-        check_variants(records, variant)
-        toxicity = toxicity_groups(toxicity_rows(records, variant)).collect()
+        records = collect_records(runs)
+    try:
+        lazy = records.lazy().select(_COLUMNS)
+        check_variants(lazy, variant)
+        toxicity = toxicity_groups(toxicity_rows(lazy, variant)).collect()
         _check_toxicity_scorers(toxicity)
-        table = _aggregate(records, variant, toxicity)
+        table = _aggregate(lazy, variant, toxicity)
     except pl.exceptions.PolarsError as exc:
         names = ", ".join(str(r.path) for r in runs)
         raise RunDirError(f"the records in {names} cannot be read ({exc}); a file is damaged") from exc
@@ -209,12 +231,17 @@ def _aggregate(records: pl.LazyFrame, variant: str, toxicity: pl.DataFrame) -> p
     )
 
 
-def toxicity_table(runs: list[LoadedRun], variant: Variant = "dt-main") -> pl.DataFrame:
+def toxicity_table(
+    runs: list[LoadedRun], variant: Variant = "dt-main", records: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Per run, endpoint and toxicity scenario (file × template): the scorer, prompts, samples, expected maximum
     toxicity, toxicity probability and refusal rate (%): the numbers behind the toxicity score."""
     if not runs:
         return pl.DataFrame(schema=dict.fromkeys(TOXICITY_COLUMNS, pl.String))
-    lazy = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
+    if records is not None:
+        lazy = records.lazy()
+    else:
+        lazy = pl.concat([r.records.with_columns(run=pl.lit(r.path.name)) for r in runs])
     groups = toxicity_groups(toxicity_rows(lazy.select(_COLUMNS), variant)).collect()
     meta = checkpoint_table(runs).select("run", "endpoint", "checkpoint")
     return (
