@@ -350,7 +350,8 @@ def _with_intervals(scores: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
 DELTA_LEGEND = (
     "Δ = compressed - dense on the requests both answered (paired: the same prompt and sampling seed); [95% interval]; "
     "pooled = mean over calibration seeds, its interval including seed-to-seed variance; p_adj corrected over the "
-    "pooled deltas ({correction}); verdict: drop / gain (p_adj < 0.05), equivalent within ±X (TOST, --equivalence), "
+    "pooled deltas ({correction}); verdict: drop / gain (p_adj < 0.05; a seed's own row: its uncorrected p), "
+    "equivalent within ±X (TOST, --equivalence), "
     "or no change detected; left_out = requests only one side answered; ~ = seed-sensitive (seeds spread more than "
     "the item-level standard error)"
 )
@@ -369,7 +370,9 @@ def delta_view(deltas: pl.DataFrame) -> pl.DataFrame:
         perspective="perspective",
         delta=pl.col("delta").round(1),
         ci=interval,
-        p_adj=pl.col("p_adj").round(4),
+        p_adj=pl.when(pl.col("p_adj") < 0.001)
+        .then(pl.lit("<0.001"))
+        .otherwise(pl.col("p_adj").round(3).cast(pl.String)),
         verdict=pl.col("verdict") + pl.when(pl.col("seed_sensitive")).then(pl.lit(" ~")).otherwise(pl.lit("")),
         pairs="pairs",
         left_out="left_out",
