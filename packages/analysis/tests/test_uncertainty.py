@@ -12,7 +12,7 @@ import statsmodels.api as sm
 from comptrust_analysis import AnalysisConfig, analyze
 from comptrust_analysis.cli import main
 from comptrust_analysis.intervals import cluster_bootstrap, clustered_se, linear_estimates
-from comptrust_analysis.report import Gate
+from comptrust_analysis.report import Gate, delta_view
 from comptrust_core import ConfigError, Endpoint, Manifest, RunInfo, write_run_info
 from scipy import stats
 
@@ -176,6 +176,10 @@ def test_a_study_gets_paired_deltas_verdicts_and_pooled_seeds(tmp_path: Path) ->
     assert left == {0: 0, 1: 5, 2: 0} and per_seed.filter(pl.col("seed") == 1)["pairs"].item() == 235
     assert wanda["p_adj"] >= wanda["p"]  # Holm never lowers a p-value
     assert (tmp_path / "out" / "deltas.parquet").exists() and (tmp_path / "out" / "cells.parquet").exists()
+    assert delta_view(deltas).height == 8  # two pooled rows and each configuration's three seeds
+    one_seed = deltas.filter((pl.col("label") == "gptq 4b g128") & (pl.col("seed").is_null() | (pl.col("seed") == 0)))
+    shown = delta_view(one_seed.with_columns(seeds=pl.lit(1, pl.Int64)))
+    assert shown["checkpoint"].to_list() == ["pooled"]  # one seed: its row is the pooled one, shown once
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Change against the dense base" in page and "drop" in page
 

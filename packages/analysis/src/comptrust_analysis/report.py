@@ -362,7 +362,9 @@ def delta_view(deltas: pl.DataFrame) -> pl.DataFrame:
     if deltas.is_empty():
         return pl.DataFrame({"note": ["no compressed checkpoint with a dense base served the same way"]})
     interval = pl.format("[{}, {}]", pl.col("ci_low").round(1), pl.col("ci_high").round(1))
-    return deltas.select(
+    # a configuration with one seed: its pooled row is that seed's, shown once
+    several = pl.col("seeds").max().over("label", "base_model", "perspective") > 1
+    return deltas.filter((pl.col("checkpoint") == "pooled") | several).select(
         configuration="label",
         checkpoint=pl.when(pl.col("seed").is_not_null())
         .then(pl.format("{} (seed {})", "checkpoint", "seed"))
