@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -157,6 +158,27 @@ async def _connect(spec: EndpointSpec, key: str | None) -> ProtocolClient:
     return client
 
 
+async def _connect_replicas(spec: EndpointSpec, key: str | None, client: ProtocolClient) -> tuple[ProtocolClient, ...]:
+    """A client per replica URL, each probed like the endpoint itself; a replica serving another model is refused."""
+    replicas = []
+    for url in spec.replicas:
+        replica = await _connect(
+            dataclasses.replace(spec, url=url, protocol=client.endpoint.protocol, replicas=()), key
+        )
+        if replica.model != client.model:
+            raise ConfigError(
+                f"endpoint {client.endpoint.name}: replica {url} serves {replica.model!r}, {client.endpoint.url} "
+                f"serves {client.model!r}; replicas must serve the same checkpoint"
+            )
+        replica.endpoint = client.endpoint.model_copy(update={"url": replica.endpoint.url})
+        replicas.append(replica)
+    if replicas:
+        log.info(
+            "endpoint %s: %d servers, its requests spread over all of them", client.endpoint.name, len(replicas) + 1
+        )
+    return tuple(replicas)
+
+
 def make_toxicity_scorer(config: EvaluateConfig, plan: Plan) -> ToxicityScorer | None:
     """The run's toxicity scorer, built (and checked: package, weights, key) before any request; ``None`` when no
     planned task needs one or ``--toxicity-scorer none``."""
@@ -231,6 +253,10 @@ async def _evaluate_plan(
 ) -> RunSummary:
     keys = [_api_key(spec) for spec in config.endpoints]
     clients = await asyncio.gather(*(_connect(spec, key) for spec, key in zip(config.endpoints, keys, strict=True)))
+    replicas = [
+        await _connect_replicas(spec, key, client)
+        for spec, key, client in zip(config.endpoints, keys, clients, strict=True)
+    ]
     names = [c.endpoint.name for c in clients]
     if len(set(names)) != len(names):
         raise ConfigError(f"endpoint names must be unique, got {', '.join(names)}; pass --name for each --endpoint")
@@ -247,7 +273,15 @@ async def _evaluate_plan(
     _store_summary(plan, config.out, signature)
     with lock_run_dir(config.out, "evaluate"):  # from loading its records to compacting them
         return await _run_locked(
-            config, clients=clients, keys=keys, plan=plan, info=info, resumed=resumed, toxicity=toxicity, judges=judges
+            config,
+            clients=clients,
+            replicas=replicas,
+            keys=keys,
+            plan=plan,
+            info=info,
+            resumed=resumed,
+            toxicity=toxicity,
+            judges=judges,
         )
 
 
@@ -255,6 +289,7 @@ async def _run_locked(
     config: EvaluateConfig,
     *,
     clients: list[ProtocolClient],
+    replicas: list[tuple[ProtocolClient, ...]],
     keys: list[str | None],
     plan: Plan,
     info: RunInfo,
@@ -267,7 +302,7 @@ async def _run_locked(
     reporter = make_reporter(config.progress, config.log_interval_s)
     jobs: list[EndpointJob] = []
     try:
-        for client, key in zip(clients, keys, strict=True):
+        for client, key, more in zip(clients, keys, replicas, strict=True):
             name = client.endpoint.name
             done = store.load(config.out, name, drop_errors=config.retry_errors)
             finished = len(done)
@@ -284,6 +319,7 @@ async def _run_locked(
                     toxicity=toxicity,
                     refusal=judges.detectors,
                     refusal_pool=judges.pool,
+                    replicas=more,
                 )
             )
         async with reporter:

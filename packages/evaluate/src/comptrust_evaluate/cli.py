@@ -30,7 +30,14 @@ def parser() -> argparse.ArgumentParser:
         epilog="`evaluate compact RUN_DIR` folds a run directory's records into Parquet.",
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--endpoint", action="append", metavar="URL", help="a server's base URL (repeatable)")
+    where.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="URL[,URL...]",
+        help="a server's base URL (repeatable); several, comma-separated, are replicas of one checkpoint: one "
+        "endpoint (one name, one records file) whose requests are spread over them, each with its own limit and "
+        "breaker; a replica given up hands its requests to the others",
+    )
     where.add_argument("--endpoints", type=Path, metavar="FILE", help="an endpoints.json written by `serve`")
     p.add_argument("--name", action="append", metavar="NAME", help="name of each --endpoint, in order")
     p.add_argument("--protocol", choices=["tgi", "openai"], help="how to talk to --endpoint URLs (default: detect)")
@@ -191,11 +198,12 @@ def _endpoint_specs(args: argparse.Namespace) -> tuple[EndpointSpec, ...]:
         raise ConfigError(f"got {len(names)} --name for {len(urls)} --endpoint; give one name per endpoint or none")
     return tuple(
         EndpointSpec(
-            url=url,
+            url=url.split(",")[0],
             name=names[i] if names else None,
             protocol=args.protocol,
             model=args.model,
             api_key_env=args.api_key_env,
+            replicas=tuple(u for u in url.split(",")[1:] if u),
         )
         for i, url in enumerate(urls)
     )

@@ -116,6 +116,8 @@ class EndpointSpec:
     model: str | None = None
     api_key_env: str | None = None
     base: Endpoint | None = field(default=None, compare=False)
+    replicas: tuple[str, ...] = ()
+    """More servers of the same checkpoint (base URLs): one logical endpoint, its requests spread over all of them."""
 
     @classmethod
     def from_endpoint(cls, endpoint: Endpoint) -> EndpointSpec:

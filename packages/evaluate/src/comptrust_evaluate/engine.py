@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ class EndpointJob:
     toxicity: ToxicityScorer | None = None  # scores the responses of tasks that need it (``Task.needs_toxicity``)
     refusal: tuple[RefusalDetector, ...] = ()  # more detectors judging every generated answer (``--refusal-detector``)
     refusal_pool: Executor | None = field(default=None, repr=False)  # where the blocking ones run
+    replicas: tuple[ProtocolClient, ...] = ()  # more servers of the same checkpoint: the requests are spread over all
 
 
 class EndpointStopped(Exception):
@@ -183,7 +184,13 @@ class _Lane:
     breaker: Breaker = field(default_factory=Breaker)
     rng: random.Random = field(default_factory=random.Random)
     wire: set[_OnTheWire] = field(default_factory=set)
+    client: ProtocolClient | None = None  # the replica this lane sends to (None: the job's own server)
+    limit_total: Callable[[], int] | None = None  # the endpoint's limit over all its replicas (None: this lane's)
     _deadlines_seen: int = 0
+
+    @property
+    def server(self) -> ProtocolClient:
+        return self.client if self.client is not None else self.job.client
 
     async def send(self, unit: Unit, cuts: int) -> _Attempt:
         """One attempt of ``unit`` under its adaptive deadline (cut: a transient ``deadline`` fault)."""
@@ -196,7 +203,7 @@ class _Lane:
             async with asyncio.timeout_at(started + deadline) as timer:
                 entry = _OnTheWire(started, max_tokens, cuts, timer)
                 self.wire.add(entry)
-                return await _attempt(self.session, self.job.client, unit)
+                return await _attempt(self.session, self.server, unit)
         except TimeoutError:
             when = timer.when()
             took = (when if when is not None else loop.time()) - started
@@ -252,7 +259,8 @@ class _Lane:
             else:  # 429, a malformed body: the server is there
                 breaker.on_alive()
         if controller.current != before or backed_off:
-            self.progress.set_limit(name, controller.current, backed_off)
+            limit = self.limit_total() if self.limit_total is not None else controller.current
+            self.progress.set_limit(name, limit, backed_off)
         if breaker.state != state or breaker.state != "closed":
             self.progress.set_breaker(name, breaker.state, breaker.why)
 
@@ -312,8 +320,10 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
     if job.refusal and text.strip() and not unit.request.params.prompt_logprobs:
         await _refusal_fields(job, text, extra)
     return {
-        "endpoint": job.endpoint,
-        "client": job.client,
+        "endpoint": job.endpoint
+        if lane.client is None
+        else job.endpoint.model_copy(update={"url": lane.server.endpoint.url}),
+        "client": lane.server,
         "unit": unit,
         "key": key,
         "generation": result.generation,
@@ -414,10 +424,8 @@ def open_session(concurrency: int, timeouts: Timeouts, headers: dict[str, str]) 
     return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
 
-async def _run_job(
-    job: EndpointJob, limits: Limits, timeouts: Timeouts, policy: RetryPolicy, progress: ProgressReporter
-) -> None:
-    name = job.endpoint.name
+def _lane_state(limits: Limits, timeouts: Timeouts, policy: RetryPolicy) -> tuple[ConcurrencyGate, Deadlines, Breaker]:
+    """A server's own limit, deadlines and breaker (each replica of an endpoint has its own)."""
     controller = AimdController(cap=limits.max_concurrency, adaptive=limits.adaptive)
     gate = ConcurrencyGate(controller, TokenBucket(limits.rps) if limits.rps else None)
     deadlines = Deadlines(
@@ -426,16 +434,28 @@ async def _run_job(
         multiple=timeouts.deadline_multiple,
         floor_s=timeouts.deadline_floor_s,
     )
-    breaker = Breaker(threshold=policy.breaker_threshold, give_up_s=policy.give_up_s)
-    progress.set_limit(name, controller.current)
-    progress.watch(name, lambda: gate.in_flight)
+    return gate, deadlines, Breaker(threshold=policy.breaker_threshold, give_up_s=policy.give_up_s)
+
+
+async def _run_job(
+    job: EndpointJob, limits: Limits, timeouts: Timeouts, policy: RetryPolicy, progress: ProgressReporter
+) -> None:
+    """Send one endpoint's pending units. With replicas, each server gets a lane of its own (limit, deadlines,
+    breaker, session) and every lane takes from the same pending units: a replica that is given up puts the unit it
+    held back for the others and stops; the endpoint stops only when every replica has."""
+    name = job.endpoint.name
+    servers: tuple[ProtocolClient | None, ...] = (None, *job.replicas)
+    states = [_lane_state(limits, timeouts, policy) for _ in servers]
+    gates = [gate for gate, _, _ in states]
+    progress.set_limit(name, sum(g.controller.current for g in gates))
+    progress.watch(name, lambda: sum(g.in_flight for g in gates))
     pending = _Feed(iter(job.units))
 
     finisher = _Finisher(job, progress, pending)
 
     async def worker(lane: _Lane) -> None:
         for unit, key in pending:  # one shared iterator: each unit is taken by exactly one worker
-            if breaker.state == "dead":
+            if lane.breaker.state == "dead":
                 return
             progress.started(name)
             try:
@@ -445,22 +465,71 @@ async def _run_job(
                 return
             finisher.add(finished)
 
+    held = [0]  # units taken by some replica's worker and not yet finished
+    changed = asyncio.Condition()
+
+    async def replica_worker(lane: _Lane) -> None:
+        """As :func:`worker`, but a unit a given-up replica held goes back to the others: a worker whose feed ran
+        dry waits while other workers still hold units, and takes any that come back."""
+        while True:
+            try:
+                unit, key = next(pending)
+            except StopIteration:
+                async with changed:
+                    await changed.wait_for(lambda: bool(pending.ahead) or held[0] == 0)
+                if pending.ahead:
+                    continue
+                return
+            if lane.breaker.state == "dead":
+                pending.ahead.appendleft((unit, key))
+                async with changed:
+                    changed.notify_all()
+                return
+            held[0] += 1
+            progress.started(name)
+            try:
+                finished = await _execute(lane, unit, key)
+            except EndpointStopped:
+                progress.abandoned(name)
+                pending.ahead.appendleft((unit, key))  # for another replica, or left for a rerun
+                return
+            else:
+                finisher.add(finished)
+            finally:
+                held[0] -= 1
+                async with changed:
+                    changed.notify_all()
+
+    lanes: list[_Lane] = []
     try:
-        async with open_session(limits.max_concurrency, timeouts, job.client.headers()) as session:
-            lane = _Lane(job, session, gate, policy, progress, timeouts, deadlines, breaker)
+        async with contextlib.AsyncExitStack() as stack:
+            for server, (gate, deadlines, breaker) in zip(servers, states, strict=True):
+                client = server if server is not None else job.client
+                session = await stack.enter_async_context(
+                    open_session(limits.max_concurrency, timeouts, client.headers())
+                )
+                lane = _Lane(job, session, gate, policy, progress, timeouts, deadlines, breaker, client=server)
+                lane.limit_total = lambda: sum(g.controller.current for g in gates)
+                lanes.append(lane)
             workers = min(limits.max_concurrency * WORKERS_PER_SLOT, len(job.units))
-            await asyncio.gather(*(worker(lane) for _ in range(workers)))
+            run = replica_worker if job.replicas else worker
+            await asyncio.gather(*(run(lane) for lane in lanes for _ in range(workers)))
     finally:
         finisher.drain()  # what finished before an interrupt or a failure is recorded, too
     if finisher.error is not None:
         raise RuntimeError(f"endpoint {name}: a finished request could not be recorded") from finisher.error
-    if breaker.state == "dead":
-        progress.stopped(name, breaker.why)
-        log.error("endpoint %s stopped: %s", name, breaker.why)
-    if controller.backoffs:
-        log.info(
-            "endpoint %s: backed off %d times, ending at %d in flight", name, controller.backoffs, controller.current
-        )
+    dead = [lane for lane in lanes if lane.breaker.state == "dead"]
+    if job.replicas:
+        for lane in dead:
+            log.warning("endpoint %s: replica %s given up: %s", name, lane.server.endpoint.url, lane.breaker.why)
+    if lanes and len(dead) == len(lanes):
+        why = dead[0].breaker.why
+        progress.stopped(name, why)
+        log.error("endpoint %s stopped: %s", name, why)
+    backoffs = sum(gate.controller.backoffs for gate in gates)
+    if backoffs:
+        current = sum(gate.controller.current for gate in gates)
+        log.info("endpoint %s: backed off %d times, ending at %d in flight", name, backoffs, current)
 
 
 @contextlib.contextmanager
