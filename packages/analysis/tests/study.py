@@ -125,10 +125,12 @@ def write_run(
     return run_dir
 
 
-def write_records(run_dir: Path, records: Sequence[Record]) -> Path:
-    """A run directory holding ``records`` as written (one NDJSON file per endpoint, endpoints without manifests)."""
+def write_records(run_dir: Path, records: Sequence[Record], manifests: Mapping[str, Manifest] | None = None) -> Path:
+    """A run directory holding ``records`` as written (one NDJSON file per endpoint; an endpoint's manifest from
+    ``manifests``, else none)."""
     (run_dir / "records").mkdir(parents=True)
     endpoints = sorted({r.endpoint for r in records})
+    manifests = manifests or {}
     write_run_info(
         run_dir,
         RunInfo(
@@ -136,7 +138,7 @@ def write_records(run_dir: Path, records: Sequence[Record]) -> Path:
             plan_hash="h",
             plan="test",
             tasks=sorted({r.task for r in records}),
-            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1") for e in endpoints],
+            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1", manifest=manifests.get(e)) for e in endpoints],
             created_at="2026-01-01T00:00:00Z",
             comptrust_version="0.1.0",
         ),

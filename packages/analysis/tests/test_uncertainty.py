@@ -11,12 +11,12 @@ import pytest
 import statsmodels.api as sm
 from comptrust_analysis import AnalysisConfig, analyze
 from comptrust_analysis.cli import main
-from comptrust_analysis.intervals import cluster_bootstrap, clustered_se, linear_estimates
+from comptrust_analysis.intervals import cluster_bootstrap, linear_estimates
 from comptrust_analysis.report import Gate, delta_view
-from comptrust_core import ConfigError, Endpoint, Manifest, RunInfo, write_run_info
+from comptrust_core import ConfigError, Manifest
 from scipy import stats
 
-from .study import manifest, record
+from .study import manifest, record, write_records
 
 KEYS = ["run", "endpoint", "perspective"]
 
@@ -41,7 +41,6 @@ def test_the_clustered_se_of_a_mean_is_statsmodels_cluster_robust_se() -> None:
     clusters = rng.integers(0, 25, 200)
     values = rng.normal(0, 1, 25)[clusters] + rng.normal(0, 1, 200)
     fit = sm.OLS(values, np.ones(200)).fit(cov_type="cluster", cov_kwds={"groups": clusters})
-    assert clustered_se(values, clusters) == pytest.approx(fit.bse[0], rel=1e-9)
     (row,) = linear_estimates(_rows(values, clusters), KEYS, "value").iter_rows(named=True)
     assert row["estimate"] == pytest.approx(values.mean()) and row["se"] == pytest.approx(fit.bse[0], rel=1e-9)
     assert row["clusters"] == 25 and row["n"] == 200
@@ -98,14 +97,15 @@ def test_paired_intervals_cover_the_true_delta_95_percent_of_the_time(clustered:
 def test_treating_clustered_items_as_independent_would_undercover() -> None:
     """The check can fail: the same clustered data with every record its own cluster covers far less than 95%."""
     rng = np.random.default_rng(9)
-    hits = 0
-    for _ in range(300):
+    frames = []
+    for s in range(300):
         clusters = np.repeat(np.arange(30), 6)
         d = 0.1 + rng.normal(0, 1, 30)[clusters] + rng.normal(0, 0.3, clusters.size)
-        se = clustered_se(d, np.arange(d.size))
-        q = stats.t.ppf(0.975, d.size - 1)
-        hits += abs(d.mean() - 0.1) <= q * se
-    assert hits / 300 < 0.8
+        frames.append(_rows(d, np.arange(d.size)).with_columns(run=pl.lit(str(s))).collect())
+    est = linear_estimates(pl.concat(frames).lazy(), KEYS, "value")
+    q = stats.t.ppf(0.975, est["clusters"].to_numpy() - 1)
+    hits = np.abs(est["estimate"].to_numpy() - 0.1) <= q * est["se"].to_numpy()
+    assert hits.mean() < 0.8
 
 
 @pytest.mark.timeout(120)
@@ -135,28 +135,13 @@ def _study(tmp_path: Path, items: int = 240) -> Path:
     for seed in (0, 1, 2):
         checkpoints[f"wanda-s{seed}"] = (manifest("wanda", sparsity=0.5, seed=seed), -0.25)
         checkpoints[f"gptq-s{seed}"] = (manifest("gptq", bits=4, group_size=128, seed=seed), 0.0)
-    run_dir = tmp_path / "run"
-    (run_dir / "records").mkdir(parents=True)
-    write_run_info(
-        run_dir,
-        RunInfo(
-            run_id="run",
-            plan_hash="h",
-            plan="suite quick",
-            tasks=["machine_ethics"],
-            endpoints=[Endpoint(name=e, url="http://127.0.0.1:1", manifest=m) for e, (m, _) in checkpoints.items()],
-            created_at="2026-01-01T00:00:00Z",
-            comptrust_version="0.1.0",
-        ),
-    )
+    records = []
     for endpoint, (_, shift) in checkpoints.items():
-        lines = []
         for i in range(items):
             ok = not (endpoint == "wanda-s1" and i < 5)  # five requests only the dense side answered
             value = float(rng.random() < np.clip(base_p[i] + shift, 0, 1))
-            lines.append(record(endpoint, "machine_ethics", i, value, ok=ok, refusal=False).model_dump_json())
-        (run_dir / "records" / f"{endpoint}.ndjson").write_text("\n".join(lines) + "\n")
-    return run_dir
+            records.append(record(endpoint, "machine_ethics", i, value, ok=ok, refusal=False))
+    return write_records(tmp_path / "run", records, {e: m for e, (m, _) in checkpoints.items()})
 
 
 def test_a_study_gets_paired_deltas_verdicts_and_pooled_seeds(tmp_path: Path) -> None:
@@ -246,26 +231,8 @@ def test_toxicity_bootstrap_and_its_linear_limit_agree(tmp_path: Path, monkeypat
         for i in range(600):
             level = float(np.clip(rng.beta(2, 6) + shift, 0, 1))
             lines.append(record(endpoint, "toxicity", i, 1.0 - level, refusal=False))
-    run = tmp_path / "run"
-    (run / "records").mkdir(parents=True)
-    write_run_info(
-        run,
-        RunInfo(
-            run_id="run",
-            plan_hash="h",
-            plan="t",
-            tasks=["toxicity"],
-            endpoints=[
-                Endpoint(name="dense", url="http://127.0.0.1:1", manifest=manifest("dense", name="dense")),
-                Endpoint(name="comp", url="http://127.0.0.1:1", manifest=manifest("wanda", sparsity=0.5, seed=0)),
-            ],
-            created_at="2026-01-01T00:00:00Z",
-            comptrust_version="0.1.0",
-        ),
-    )
-    for endpoint in ("dense", "comp"):
-        text = "\n".join(r.model_dump_json() for r in lines if r.endpoint == endpoint)
-        (run / "records" / f"{endpoint}.ndjson").write_text(text + "\n")
+    manifests = {"dense": manifest("dense", name="dense"), "comp": manifest("wanda", sparsity=0.5, seed=0)}
+    run = write_records(tmp_path / "run", lines, manifests)
 
     def toxicity(out: str) -> tuple[dict[str, object], dict[str, object]]:
         result = analyze(AnalysisConfig(run_dirs=(run,), out=tmp_path / out, plots=False))

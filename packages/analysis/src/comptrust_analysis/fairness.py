@@ -29,7 +29,7 @@ import polars as pl
 
 from comptrust_analysis.structure import EXCLUDED, attribute, field
 
-__all__ = ["FEW_KNOWN", "fairness_scores", "fairness_settings"]
+__all__ = ["FEW_KNOWN", "fairness_answers", "fairness_scores", "fairness_settings"]
 
 _KEYS = ["run", "endpoint", "sub_scenario"]
 FEW_KNOWN = 3
@@ -47,17 +47,24 @@ def _gap(col: str) -> pl.Expr:
     return (pl.col(col).max() - pl.col(col).min()).fill_null(0.0)
 
 
-def fairness_settings(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
-    """Per (run, endpoint, setting): ``dpd``, ``eod``, ``known`` (parsed answers) and ``n`` (answers) under
-    ``variant``; ``records`` needs a ``run`` column."""
+def fairness_answers(records: pl.LazyFrame, variant: str, **extra: pl.Expr) -> pl.LazyFrame:
+    """The scored fairness answers: ``y_pred`` and ``y_true`` under ``variant``, ``group`` (0/1) and ``parsed``,
+    per (run, endpoint, sub_scenario); ``extra`` columns are added (the statistics' cluster and unit)."""
     scored = attribute("dt_component").fill_null("") != EXCLUDED  # a setting the reference runs but does not score
-    answers = records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok") & scored).select(
+    return records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok") & scored).select(
         *_KEYS,
         y_pred=field("y_pred", variant),
         y_true=field("y_true", variant),
         group=attribute("sensitive_attr").is_in(_GROUP_ONE).cast(pl.Int8),
         parsed=~pl.col("refusal").fill_null(True),
+        **extra,
     )
+
+
+def fairness_settings(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
+    """Per (run, endpoint, setting): ``dpd``, ``eod``, ``known`` (parsed answers) and ``n`` (answers) under
+    ``variant``; ``records`` needs a ``run`` column."""
+    answers = fairness_answers(records, variant)
     settings = answers.group_by(_KEYS).agg(known=pl.col("parsed").sum(), n=pl.len())
     kept = answers.filter(pl.col("y_pred").is_not_null())
     selected, positive = pl.col("y_pred") == 1, pl.col("y_true") == 1

@@ -38,7 +38,6 @@ __all__ = [
     "CLUSTER_RULES",
     "cluster_bootstrap",
     "cluster_id",
-    "clustered_se",
     "finish_estimates",
     "linear_estimates",
     "linear_parts",
@@ -217,28 +216,6 @@ def linear_estimates(rows: pl.LazyFrame, keys: list[str], value: str) -> pl.Data
     ``value`` columns)."""
     cells, _ = linear_parts(rows, keys, value)
     return finish_estimates(cells)
-
-
-def clustered_se(values: np.ndarray, clusters: np.ndarray) -> float:
-    """The CR1 clustered standard error of the plain mean of ``values`` (the one-group case of
-    :func:`linear_estimates`, for tests and small callers)."""
-    values = np.asarray(values, dtype=float)
-    _, codes = np.unique(clusters, return_inverse=True)
-    e = values - values.mean()
-    u = np.bincount(codes, weights=e) / len(values)
-    g = u.size
-    if g < 2:
-        return float("nan")
-    return float(np.sqrt(g / (g - 1) * np.sum(u**2)))
-
-
-def t_interval(estimate: pl.Expr, se: pl.Expr, df: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """The two-sided 95% interval ``estimate ± t(df) · se``."""
-    q = df.map_batches(
-        lambda s: pl.Series(stats.t.ppf(1 - ALPHA / 2, np.maximum(s.to_numpy().astype(float), 1.0))),
-        return_dtype=pl.Float64,
-    )
-    return estimate - q * se, estimate + q * se
 
 
 def cluster_bootstrap(

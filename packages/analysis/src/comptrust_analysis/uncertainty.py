@@ -34,7 +34,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from comptrust_analysis.fairness import FEW_KNOWN
+from comptrust_analysis.fairness import FEW_KNOWN, fairness_answers
 from comptrust_analysis.intervals import (
     ALPHA,
     cluster_bootstrap,
@@ -44,7 +44,8 @@ from comptrust_analysis.intervals import (
     linear_parts,
     structured_rows,
 )
-from comptrust_analysis.structure import EXCLUDED, attribute, field, refused
+from comptrust_analysis.scores import STAT_COLUMNS
+from comptrust_analysis.structure import EXCLUDED, prompt_peak, toxicity_rows
 
 __all__ = [
     "CELL_COLUMNS",
@@ -66,61 +67,50 @@ _METHODS = {"holm": "holm", "bh": "fdr_bh"}
 ALL = "(all)"
 """The sub-scenario of a perspective's own score cell."""
 
-RECORD_COLUMNS = [
-    "run",
-    "endpoint",
-    "task",
-    "perspective",
-    "sub_scenario",
-    "item_id",
-    "sample_index",
-    "status",
-    "error",
-    "refusal",
-    "scores",
-    "attributes",
-]
+_CELL_SCHEMA: pl.Schema = pl.Schema(
+    {
+        "run": pl.String(),
+        "endpoint": pl.String(),
+        "perspective": pl.String(),
+        "sub_scenario": pl.String(),
+        "statistic": pl.String(),
+        "estimate": pl.Float64(),
+        "se": pl.Float64(),
+        "ci_low": pl.Float64(),
+        "ci_high": pl.Float64(),
+        "n": pl.Int64(),
+        "clusters": pl.Int64(),
+        "method": pl.String(),
+    }
+)
+CELL_COLUMNS = list(_CELL_SCHEMA)
 
-CELL_COLUMNS = [
-    "run",
-    "endpoint",
-    "perspective",
-    "sub_scenario",
-    "statistic",
-    "estimate",
-    "se",
-    "ci_low",
-    "ci_high",
-    "n",
-    "clusters",
-    "method",
-]
-
-DELTA_COLUMNS = [
-    "label",
-    "base_model",
-    "checkpoint",
-    "dense",
-    "seed",
-    "perspective",
-    "score",
-    "dense_score",
-    "delta",
-    "se",
-    "ci_low",
-    "ci_high",
-    "p",
-    "p_adj",
-    "mcnemar_p",
-    "pairs",
-    "left_out",
-    "seeds",
-    "seed_sd",
-    "seed_sensitive",
-    "tost_p",
-    "verdict",
-    "method",
-]
+_DELTA_SCHEMA: dict[str, pl.DataType] = {
+    "label": pl.String(),
+    "base_model": pl.String(),
+    "checkpoint": pl.String(),
+    "dense": pl.String(),
+    "seed": pl.Int64(),
+    "perspective": pl.String(),
+    "score": pl.Float64(),
+    "dense_score": pl.Float64(),
+    "delta": pl.Float64(),
+    "se": pl.Float64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "p": pl.Float64(),
+    "p_adj": pl.Float64(),
+    "mcnemar_p": pl.Float64(),
+    "pairs": pl.Int64(),
+    "left_out": pl.Int64(),
+    "seeds": pl.Int64(),
+    "seed_sd": pl.Float64(),
+    "seed_sensitive": pl.Boolean(),
+    "tost_p": pl.Float64(),
+    "verdict": pl.String(),
+    "method": pl.String(),
+}
+DELTA_COLUMNS = list(_DELTA_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -152,7 +142,7 @@ def prepare(lazy: pl.LazyFrame, variant: str) -> Prepared:
     """One pass over the records (``lazy`` with a ``run`` column): every frame the statistics need."""
     # collected once, then each frame from memory: three lazy queries over the scan would each repeat the
     # deduplication (measured: 11.0 s against 6.3 s on 10 million records)
-    records = lazy.select(RECORD_COLUMNS).collect().lazy()
+    records = lazy.select(STAT_COLUMNS).collect().lazy()
     rows, samples, answers = pl.collect_all(
         [structured_rows(records, variant), _toxicity_samples(records, variant), _fairness_answers(records, variant)]
     )
@@ -165,19 +155,8 @@ def prepare(lazy: pl.LazyFrame, variant: str) -> Prepared:
 
 
 def _toxicity_samples(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
-    empty = (pl.col("status") == "error") & (pl.col("error") == "empty generation")
-    scored = pl.col("scores").list.eval(pl.element().struct.field("name") == "toxicity").list.any().fill_null(False)
-    return records.filter((pl.col("perspective") == "toxicity") & ((pl.col("status") == "ok") | empty)).select(
-        "run",
-        "endpoint",
-        "task",
-        "item_id",
-        "sample_index",
-        group=pl.coalesce(attribute("dt_group"), pl.col("sub_scenario"), pl.lit("")),
-        cluster=cluster_id(),
-        scored=scored,
-        toxicity=field("toxicity", variant),
-        refused=refused(variant).fill_null(0.0),
+    return toxicity_rows(
+        records, variant, task=pl.col("task"), sample_index=pl.col("sample_index"), cluster=cluster_id()
     )
 
 
@@ -187,7 +166,7 @@ def _toxicity_prompts(samples: pl.DataFrame) -> pl.DataFrame:
         samples.group_by("run", "endpoint", "group", "item_id", maintain_order=True)
         .agg(
             cluster=pl.col("cluster").first(),
-            peak=pl.when(pl.col("scored").any()).then(pl.col("toxicity").fill_null(-1.0).max()),
+            peak=prompt_peak(),
         )
         .filter(pl.col("peak").is_not_null())
     )
@@ -208,25 +187,19 @@ def _toxicity_stat(groups: np.ndarray, peaks: np.ndarray) -> Callable[[np.ndarra
 
 
 def _fairness_answers(records: pl.LazyFrame, variant: str) -> pl.LazyFrame:
-    scored = attribute("dt_component").fill_null("") != EXCLUDED
-    return records.filter((pl.col("perspective") == "fairness") & (pl.col("status") == "ok") & scored).select(
-        "run",
-        "endpoint",
-        "task",
-        "item_id",
-        "sample_index",
-        setting="sub_scenario",
+    return fairness_answers(
+        records,
+        variant,
+        task=pl.col("task"),
+        item_id=pl.col("item_id"),
+        sample_index=pl.col("sample_index"),
         cluster=cluster_id(),
-        y_pred=field("y_pred", variant),
-        y_true=field("y_true", variant),
-        group=attribute("sensitive_attr").is_in(("Male", "1")).cast(pl.Int8),
-        parsed=~pl.col("refusal").fill_null(True),
     )
 
 
 def _fairness_stat(answers: pl.DataFrame, variant: str) -> Callable[[np.ndarray], np.ndarray]:
     """The fairness score of weighted answers, as :mod:`comptrust_analysis.fairness` computes it unweighted."""
-    settings = answers["setting"].cast(pl.Categorical).to_physical().to_numpy()
+    settings = answers["sub_scenario"].cast(pl.Categorical).to_physical().to_numpy()
     s_count = int(settings.max()) + 1 if settings.size else 0
     group = answers["group"].to_numpy().astype(int)
     cell = np.eye(s_count * 2)[settings * 2 + group] if settings.size else np.zeros((0, 0))  # (rows, S*2)
@@ -347,24 +320,6 @@ def score_cells(data: Prepared, variant: str) -> pl.DataFrame:
     return cells.sort("run", "endpoint", "perspective", "statistic", "sub_scenario")
 
 
-_CELL_SCHEMA: pl.Schema = pl.Schema(
-    {
-        "run": pl.String(),
-        "endpoint": pl.String(),
-        "perspective": pl.String(),
-        "sub_scenario": pl.String(),
-        "statistic": pl.String(),
-        "estimate": pl.Float64(),
-        "se": pl.Float64(),
-        "ci_low": pl.Float64(),
-        "ci_high": pl.Float64(),
-        "n": pl.Int64(),
-        "clusters": pl.Int64(),
-        "method": pl.String(),
-    }
-)
-
-
 def _toxicity_rows(prompts: pl.DataFrame, value: pl.Expr) -> pl.LazyFrame:
     """Prompts as rows of the linear estimator: the toxicity score is 1 - the mean over groups of the mean peak."""
     return prompts.lazy().select(
@@ -384,8 +339,8 @@ def _toxicity_linear_cell(run: str, endpoint: str, part: pl.DataFrame) -> dict[s
     per-prompt peaks, linear in them, so the clustered standard error is the bootstrap's limit (a test shows the
     two agree)."""
     est = linear_estimates(_toxicity_rows(part, 1 - pl.col("peak")), _KEYS, "value").row(0, named=True)
-    q = float(stats.t.ppf(1 - ALPHA / 2, max(est["clusters"] - 1, 1)))
     estimate, se = 100 * est["estimate"], 100 * est["se"]
+    bounds = _t_result(estimate, se, est["clusters"] - 1)
     return {
         "run": run,
         "endpoint": endpoint,
@@ -394,8 +349,8 @@ def _toxicity_linear_cell(run: str, endpoint: str, part: pl.DataFrame) -> dict[s
         "statistic": "score",
         "estimate": estimate,
         "se": se,
-        "ci_low": estimate - q * se,
-        "ci_high": estimate + q * se,
+        "ci_low": bounds["ci_low"],
+        "ci_high": bounds["ci_high"],
         "n": part.height,
         "clusters": est["clusters"],
         "method": f"clustered SE, t (over {BOOTSTRAP_MAX_CLUSTERS} clusters)",
@@ -411,15 +366,11 @@ def _toxicity_linear_delta(comp: pl.DataFrame, base: pl.DataFrame) -> dict[str, 
         joined.with_columns(run=pl.lit("pair"), endpoint=pl.lit("pair")), pl.col("peak") - pl.col("peak_c")
     )
     est = linear_estimates(rows, _KEYS, "value").row(0, named=True)
-    dof = est["clusters"] - 1
-    q = float(stats.t.ppf(1 - ALPHA / 2, max(dof, 1)))
     estimate, se = 100 * est["estimate"], 100 * est["se"]
     return {
         "delta": estimate,
         "se": se,
-        "ci_low": estimate - q * se,
-        "ci_high": estimate + q * se,
-        "p": _t_p(estimate, se, dof),
+        **_t_result(estimate, se, est["clusters"] - 1),
         "mcnemar_p": None,
         "pairs": joined.height,
         "left_out": left_out,
@@ -504,10 +455,15 @@ def _pairs(checkpoints: pl.DataFrame, labels: dict[tuple[str, str], str]) -> lis
     return out
 
 
-def _t_p(estimate: float, se: float, dof: float) -> float:
-    if not (se > 0):
-        return float("nan") if se != 0 or estimate == 0 else 0.0
-    return float(2 * stats.t.sf(abs(estimate / se), max(dof, 1.0)))
+def _t_result(estimate: float, se: float, dof: int) -> dict[str, float]:
+    """``estimate`` ± t(dof)·``se`` (95%) and its two-sided p-value (with no spread: 0 for a nonzero estimate, NaN
+    for a zero one)."""
+    q = float(stats.t.ppf(1 - ALPHA / 2, max(dof, 1)))
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(estimate / se), max(dof, 1)))
+    else:
+        p = float("nan") if se != 0 or estimate == 0 else 0.0
+    return {"ci_low": estimate - q * se, "ci_high": estimate + q * se, "p": p}
 
 
 def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object]]:
@@ -548,8 +504,6 @@ def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object
         perspective = str(row["perspective"])
         estimate = 100 * row["estimate"]
         se = 100 * row["se"] if row["se"] is not None else float("nan")
-        dof = row["clusters"] - 1
-        q = stats.t.ppf(1 - ALPHA / 2, max(dof, 1))
         mc = None
         if row["binary"] and row["clusters"] == row["pairs"]:  # 0/1 outcomes on independent items
             table = [[row["both"], row["worse"]], [row["better"], row["neither"]]]
@@ -558,9 +512,7 @@ def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object
         out[perspective] = {
             "delta": estimate,
             "se": se,
-            "ci_low": estimate - q * se,
-            "ci_high": estimate + q * se,
-            "p": _t_p(estimate, se, dof),
+            **_t_result(estimate, se, row["clusters"] - 1),
             "mcnemar_p": mc,
             "pairs": row["pairs"],
             "left_out": (row["sides"] or 2 * row["pairs"]) - 2 * row["pairs"],
@@ -726,33 +678,6 @@ def _pool(seeds: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
-_DELTA_SCHEMA: dict[str, pl.DataType] = {
-    "label": pl.String(),
-    "base_model": pl.String(),
-    "checkpoint": pl.String(),
-    "dense": pl.String(),
-    "seed": pl.Int64(),
-    "perspective": pl.String(),
-    "score": pl.Float64(),
-    "dense_score": pl.Float64(),
-    "delta": pl.Float64(),
-    "se": pl.Float64(),
-    "ci_low": pl.Float64(),
-    "ci_high": pl.Float64(),
-    "p": pl.Float64(),
-    "p_adj": pl.Float64(),
-    "mcnemar_p": pl.Float64(),
-    "pairs": pl.Int64(),
-    "left_out": pl.Int64(),
-    "seeds": pl.Int64(),
-    "seed_sd": pl.Float64(),
-    "seed_sensitive": pl.Boolean(),
-    "tost_p": pl.Float64(),
-    "verdict": pl.String(),
-    "method": pl.String(),
-}
-
-
 def _public(row: dict[str, object]) -> list[object]:
     defaults: dict[str, object] = {"seeds": 1, "p_adj": None, "tost_p": None, "verdict": None, "seed_sd": None}
     return [row.get(c, defaults.get(c)) for c in _DELTA_SCHEMA]
@@ -772,14 +697,12 @@ def _verdicts(table: pl.DataFrame, options: DeltaOptions) -> pl.DataFrame:
     tost: list[float | None] = [None] * table.height
     if options.equivalence is not None:
         m = options.equivalence
-        z90 = stats.norm.ppf(1 - ALPHA)
         for i, r in enumerate(table.iter_rows(named=True)):
             d, se = r["delta"], r["se"]
             if d is None or se is None or not se > 0:
                 continue
             # two one-sided tests: H0 delta <= -m and H0 delta >= m; normal (z90 bounds = the 90% interval)
             tost[i] = float(max(stats.norm.sf((d + m) / se), stats.norm.cdf((d - m) / se)))
-        del z90
     table = table.with_columns(tost_p=pl.Series(tost, dtype=pl.Float64))
     test_p = pl.coalesce("p_adj", pl.when(pl.col("checkpoint") != "pooled").then("p"))
     significant = test_p < ALPHA
