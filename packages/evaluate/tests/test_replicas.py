@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
-from typing import Any
 
 from comptrust_evaluate import EndpointSpec, RetryPolicy, evaluate
 from comptrust_evaluate.cli import main
-from comptrust_evaluate.testing import FakeEndpoint, Fault
+from comptrust_evaluate.testing import FakeEndpoint
 
-from .test_resilience import _config, _records
+from .test_resilience import _answers_then_500, _config, _records
 
 
 def test_replicas_share_one_endpoints_requests_each_exactly_once(tmp_path: Path) -> None:
@@ -31,15 +29,7 @@ def test_replicas_share_one_endpoints_requests_each_exactly_once(tmp_path: Path)
 def test_a_replica_given_up_hands_its_requests_to_the_others(tmp_path: Path) -> None:
     retry = RetryPolicy(max_attempts=3, backoff_base_s=0.005, backoff_max_s=0.02, give_up_s=0.5)
     with FakeEndpoint() as healthy, FakeEndpoint() as sick:
-        lock = threading.Lock()
-        seen = {"n": 0}
-
-        def dies_after_20(body: Any) -> Fault | None:
-            with lock:
-                seen["n"] += 1
-                return Fault(status=500) if seen["n"] > 20 else None
-
-        sick.fault_for = dies_after_20
+        sick.fault_for = _answers_then_500(20)
         config = _config(tmp_path, healthy.url, n=200, max_concurrency=4, retry=retry)
         spec = EndpointSpec(url=healthy.url, name="e0", replicas=(sick.url,))
         (ep,) = evaluate(dataclasses.replace(config, endpoints=(spec,))).endpoints
@@ -61,15 +51,7 @@ def test_comma_separated_urls_on_the_command_line_are_replicas(tmp_path: Path) -
 def test_when_every_replica_is_given_up_the_endpoint_stops_and_a_rerun_does_the_rest(tmp_path: Path) -> None:
     retry = RetryPolicy(max_attempts=3, backoff_base_s=0.005, backoff_max_s=0.02, give_up_s=0.5)
     with FakeEndpoint() as a, FakeEndpoint() as b:
-        lock = threading.Lock()
-        seen = {"n": 0}
-
-        def both_die_after_30(body: Any) -> Fault | None:
-            with lock:
-                seen["n"] += 1
-                return Fault(status=500) if seen["n"] > 30 else None
-
-        a.fault_for = b.fault_for = both_die_after_30
+        a.fault_for = b.fault_for = _answers_then_500(30)
         config = _config(tmp_path, a.url, n=200, max_concurrency=4, retry=retry)
         spec = EndpointSpec(url=a.url, name="e0", replicas=(b.url,))
         (ep,) = evaluate(dataclasses.replace(config, endpoints=(spec,))).endpoints

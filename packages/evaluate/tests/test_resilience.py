@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,20 @@ def _records(tmp_path: Path, name: str = "e0") -> list[Any]:
     return read_records(records_path(tmp_path / "run", name))
 
 
+def _answers_then_500(n: int) -> Callable[[Any], Fault | None]:
+    """A ``fault_for`` that lets the first ``n`` requests through and answers HTTP 500 to every later one (counted
+    across every server it is given to)."""
+    lock = threading.Lock()
+    seen = {"n": 0}
+
+    def fault(body: Any) -> Fault | None:
+        with lock:
+            seen["n"] += 1
+            return Fault(status=500) if seen["n"] > n else None
+
+    return fault
+
+
 def _prompt_of(body: Any) -> str:
     messages = body.get("messages") or []
     return str(messages[-1]["content"]) if messages else str(body.get("prompt") or body.get("inputs") or "")
@@ -253,15 +268,7 @@ def test_a_hang_costs_one_adaptive_deadline_and_is_retried(tmp_path: Path) -> No
 def test_a_dead_endpoint_is_stopped_with_what_is_left_and_a_rerun_does_only_that(tmp_path: Path) -> None:
     retry = RetryPolicy(max_attempts=3, backoff_base_s=0.005, backoff_max_s=0.02, give_up_s=0.5)
     with FakeEndpoint() as fake:
-        lock = threading.Lock()
-        seen = {"n": 0}
-
-        def dies_after_30(body: Any) -> Fault | None:
-            with lock:
-                seen["n"] += 1
-                return Fault(status=500) if seen["n"] > 30 else None
-
-        fake.fault_for = dies_after_30
+        fake.fault_for = _answers_then_500(30)
         summary = evaluate(_config(tmp_path, fake.url, n=200, max_concurrency=4, retry=retry))
         posts = len(fake.posts())
     (ep,) = summary.endpoints
