@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from comptrust_analysis.fairness import fairness_settings
+from comptrust_analysis.fairness import fairness_scores, fairness_settings
 from comptrust_analysis.schema import RECORD_SCHEMA
+from comptrust_analysis.uncertainty import _fairness_answers, _fairness_stat
 from comptrust_evaluate.plan import Unit
 from comptrust_evaluate.tasks.fairness import fairness_prediction
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
@@ -165,3 +166,16 @@ def test_gaps_equal_fairlearns_on_generated_settings(variant: str) -> None:
         assert (row["dpd"], row["eod"]) == pytest.approx(expected, abs=1e-12), answers
         checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("variant", ["dt-main", "dt-compressed-trust"])
+def test_the_bootstrap_statistic_is_the_fairness_score(variant: str) -> None:
+    """The intervals resample answers through a numpy twin of the fairness score (weights per answer); unweighted it
+    must give exactly the score :func:`fairness_scores` reports, on every layout above."""
+    frame = _frame(_layouts(random.Random(5))).with_columns(
+        task=pl.lit("fairness"), item_id=pl.int_range(pl.len()).cast(pl.String), sample_index=pl.lit(0, pl.Int64)
+    )
+    answers = _fairness_answers(frame, variant).collect()
+    weights = np.ones((1, answers.height))
+    (want,) = fairness_scores(frame, variant).collect()["fairness_score"].to_list()
+    assert _fairness_stat(answers, variant)(weights)[0] == pytest.approx(want, abs=1e-9)

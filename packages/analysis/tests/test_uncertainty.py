@@ -240,6 +240,8 @@ def test_toxicity_bootstrap_and_its_linear_limit_agree(tmp_path: Path, monkeypat
         cell = result.cells.filter(
             (pl.col("perspective") == "toxicity") & (pl.col("statistic") == "score") & (pl.col("endpoint") == "comp")
         ).row(0, named=True)
+        scores = result.scores.filter((pl.col("perspective") == "toxicity") & (pl.col("endpoint") == "comp"))
+        assert cell["estimate"] == pytest.approx(scores["score"].item())  # the statistic is the reported score
         return cell, result.deltas.filter(pl.col("checkpoint") != "pooled").row(0, named=True)
 
     boot_cell, boot_delta = toxicity("boot")
