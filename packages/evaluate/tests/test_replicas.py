@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from comptrust_core import Endpoint
 from comptrust_evaluate import EndpointSpec, RetryPolicy, evaluate
 from comptrust_evaluate.cli import main
 from comptrust_evaluate.testing import FakeEndpoint
@@ -24,6 +25,20 @@ def test_replicas_share_one_endpoints_requests_each_exactly_once(tmp_path: Path)
     assert {r.endpoint for r in records} == {"e0"}
     served = {url: sum(r.endpoint_url == url for r in records) for url in sent}
     assert served == sent and min(sent.values()) > 40  # both servers took a real share
+
+
+def test_replicas_of_a_launched_servers_endpoint_each_get_their_own_url(tmp_path: Path) -> None:
+    """A spec made from a launched server's Endpoint (what sweep passes) keeps its replicas' own URLs."""
+    with FakeEndpoint() as a, FakeEndpoint() as b:
+        config = _config(tmp_path, a.url, n=60, max_concurrency=4)
+        base = Endpoint(name="ckpt", url=a.url, checkpoint="ckpts/ckpt", launcher="embedded")
+        spec = dataclasses.replace(EndpointSpec.from_endpoint(base), replicas=(b.url,))
+        (ep,) = evaluate(dataclasses.replace(config, endpoints=(spec,))).endpoints
+        sent = {a.url: len(a.posts()), b.url: len(b.posts())}
+    records = _records(tmp_path, "ckpt")
+    assert ep.ok == 60 and len({r.key for r in records}) == 60
+    assert min(sent.values()) > 5, sent  # a replica resolved to the first server's URL would leave b idle
+    assert {r.endpoint for r in records} == {"ckpt"}
 
 
 def test_a_replica_given_up_hands_its_requests_to_the_others(tmp_path: Path) -> None:

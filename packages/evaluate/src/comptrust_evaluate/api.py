@@ -162,8 +162,10 @@ async def _connect_replicas(spec: EndpointSpec, key: str | None, client: Protoco
     """A client per replica URL, each probed like the endpoint itself; a replica serving another model is refused."""
     replicas = []
     for url in spec.replicas:
+        # a spec made from a launched server's Endpoint (``base``) resolves to its base's URL: give each its own
+        base = spec.base.model_copy(update={"url": url}) if spec.base is not None else None
         replica = await _connect(
-            dataclasses.replace(spec, url=url, protocol=client.endpoint.protocol, replicas=()), key
+            dataclasses.replace(spec, url=url, protocol=client.endpoint.protocol, replicas=(), base=base), key
         )
         if replica.model != client.model:
             raise ConfigError(
