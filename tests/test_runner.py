@@ -250,6 +250,24 @@ def test_gpus_per_server_groups_the_gpus(tmp_path: Path) -> None:
     assert {gpus for _, gpus in fakes.launched} == {(0, 1), (2, 3)} and fakes.most_at_once == 2
 
 
+def test_replicas_serve_one_checkpoint_from_several_servers_as_one_endpoint(tmp_path: Path) -> None:
+    text = _plan(tmp_path / "out", gpus="[0, 1, 2, 3]")
+    text = text.replace("gpus_per_server = 1", "gpus_per_server = 1\nreplicas = 2")
+    plan = parse_plan(text)
+    assert plan.serve.slots() == [(0, 1), (2, 3)]
+    fakes = Fakes(pair_up=True)
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert result.failed == () and sorted(fakes.evaluated) == sorted(NAMES)
+    assert len(fakes.launched) == 2 * len(NAMES)  # two servers per checkpoint
+    assert {gpus for _, gpus in fakes.launched} == {(0,), (1,), (2,), (3,)} and fakes.most_at_once == 4
+    for config in fakes.configs:
+        (endpoint,) = config.endpoints  # one logical endpoint: one records file, one name
+        assert len(endpoint.replicas) == 1 and endpoint.replicas[0] != endpoint.url
+    assert fakes.running == []
+    with pytest.raises(ConfigError, match="replicas = 3 servers of 1 GPU"):
+        parse_plan(text.replace("replicas = 2", "replicas = 3").replace("[0, 1, 2, 3]", "[0, 1]"))
+
+
 def test_failing_cells_are_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
     plan = parse_plan(_plan(tmp_path / "out", gpus="[0, 1]"))
     fakes = Fakes(fail_compress={"m-gptq-w8-seed0"}, fail_launch={"m-magnitude-2of4"}, methods=["dense", "magnitude"])

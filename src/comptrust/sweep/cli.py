@@ -28,6 +28,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the checkpoints, the requests per checkpoint and a time estimate, and exit",
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="where the cells run: this machine (the default), or Ray tasks on a cluster (overrides [study] executor)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster to use (auto, HOST:PORT or ray://HOST:10001; overrides [ray] address); none: a local Ray",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -43,6 +54,8 @@ def _status(plan_path: Path) -> int:
         extra = f" ({cs.failed_stage}: {cs.error})" if cs and cs.error else ""
         counts = f" ok={cs.ok} errors={cs.errors}" if cs and cs.stage == "evaluated" else ""
         gpus = f" gpus={','.join(map(str, cs.gpus))}" if cs and cs.gpus else ""
+        gpus += f" node={cs.node}" if cs and cs.node else ""
+        gpus += f" log={cs.log}" if cs and cs.log and cs.stage == "failed" else ""
         times = ""
         if cs and cs.compress_s is not None:
             times += f" compress={cs.compress_s:.0f}s"
@@ -55,13 +68,22 @@ def _status(plan_path: Path) -> int:
     return 0
 
 
-def _dry_run(plan_path: Path) -> int:
+def _dry_run(plan_path: Path, executor: str | None, address: str | None) -> int:
     from comptrust_compress import method_names
 
     from comptrust.sweep.estimate import estimate, format_estimate
 
     plan = load_plan(plan_path)
     state = load_state(plan.out_dir(), plan_path)
+    if (executor or plan.study.executor) == "ray":
+        from comptrust.sweep.ray_executor import cluster_shape, connect, format_placement
+
+        connect(address or plan.ray.address)
+        shape = cluster_shape()
+        est = estimate(plan, state, method_names(), cluster=shape)
+        print(format_estimate(plan, est))
+        print(format_placement(plan, shape, est))
+        return 0
     print(format_estimate(plan, estimate(plan, state, method_names())))
     return 0
 
@@ -76,12 +98,12 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.dry_run:
-        return _dry_run(args.plan)
+        return _dry_run(args.plan, args.executor, args.address)
     plan = load_plan(args.plan)
     quiet_backend_output(verbose=args.verbose)  # llm-compressor's bars and per-layer lines, into a log file
     from comptrust.sweep.runner import run_sweep
 
-    result = run_sweep(plan, args.plan)
+    result = run_sweep(plan, args.plan, executor=args.executor, address=args.address)
     print(result.report)
     print(f"outputs in {result.out}/ (checkpoints/, runs/, analysis/)")
     gate_failed = _gate_line(result.gate)

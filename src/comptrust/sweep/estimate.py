@@ -21,6 +21,7 @@ from comptrust_core import MANIFEST_FILE, ComptrustError, read_manifest
 from comptrust_evaluate import get_task, read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
+from comptrust.sweep.ray_executor import ClusterShape, cell_resources
 from comptrust.sweep.runner import needs_work
 from comptrust.sweep.stages import check_launcher, request_counts
 from comptrust.sweep.state import CellState, SweepState
@@ -107,10 +108,22 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     power: list[Detectable] = field(default_factory=list)
     """Per perspective, the smallest drop against the dense base the plan's requests can detect."""
+    per_cell_s: dict[str, float] = field(default_factory=dict)
+    """Estimated start-up plus evaluation seconds of each checkpoint still to evaluate."""
+    compress_slots: int = 1
+    """Compressions at once (1 on this machine; what the cluster holds with the ray executor)."""
+    serve_slots: int = 1
+    """Checkpoints served at once."""
+    cluster: str | None = None
+    """The Ray cluster the estimate is for (None: this machine)."""
+
+    @property
+    def compress_total_s(self) -> float:
+        return _makespan([s for s, _ in self.compress_s.values()], self.compress_slots)
 
     @property
     def total_s(self) -> float:
-        return sum(s for s, _ in self.compress_s.values()) + self.evaluate_s
+        return self.compress_total_s + self.evaluate_s
 
 
 def _parse_time(stamp: str) -> datetime:
@@ -152,7 +165,8 @@ def _makespan(jobs: list[float], slots: int) -> float:
     return max(loads)
 
 
-def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
+def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: ClusterShape | None = None) -> Estimate:
+    """The dry run's numbers; with ``cluster`` (a Ray cluster's nodes), for the cells it holds at once."""
     out = plan.out_dir()
     cells = plan.cells()
     assumed = DEFAULTS[plan.study.device]
@@ -203,8 +217,19 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         assumed_startup = VLLM_CPU_STARTUP_S
     startup = (statistics.fmean(startups), True) if startups else (assumed_startup, False)
     n_requests = sum(requests.values()) if requests else 0
-    per_cell = [startup[0] + (n_requests / rates[n] if requests else 0.0) for n in to_evaluate]
+    replicas = plan.serve.replicas  # one checkpoint's requests spread over its servers
+    per_cell = {n: startup[0] + (n_requests / (rates[n] * replicas) if requests else 0.0) for n in to_evaluate}
     slots = plan.serve.slots()
+    compress_slots, serve_slots = 1, len(slots)
+    if cluster is not None:
+        compress_res, serve_res = cell_resources(plan)
+        compress_slots, serve_slots = cluster.slots(compress_res), cluster.slots(serve_res)
+        if not serve_slots or not compress_slots:
+            notes.append(
+                "no node of the cluster holds a "
+                + ("serve+evaluate" if not serve_slots else "compression")
+                + " cell as [ray] asks; the cells would wait for one"
+            )
     power = detectable_drops(_per_perspective(requests), _dense_scores(out)) if requests else []
     return Estimate(
         cells=cells,
@@ -212,7 +237,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         requests=requests,
         requests_error=requests_error,
         compress_s=compress_s,
-        evaluate_s=_makespan(per_cell, len(slots)),
+        evaluate_s=_makespan(list(per_cell.values()), max(1, serve_slots)),
         requests_per_s=requests_per_s,
         rates=rates,
         startup_s=startup,
@@ -220,6 +245,10 @@ def estimate(plan: Plan, state: SweepState, registered: list[str]) -> Estimate:
         to_evaluate=to_evaluate,
         notes=notes,
         power=power,
+        per_cell_s=per_cell,
+        compress_slots=max(1, compress_slots),
+        serve_slots=max(1, serve_slots),
+        cluster=cluster.address if cluster is not None else None,
     )
 
 
@@ -249,9 +278,16 @@ def _duration(seconds: float) -> str:
 
 def format_estimate(plan: Plan, est: Estimate) -> str:
     slots = ", ".join(f"GPUs {','.join(map(str, s))}" for s in est.slots) if est.slots != [()] else "no GPU"
+    where = (
+        f"{est.serve_slots} checkpoint(s) served at once on the Ray cluster at {est.cluster}"
+        if est.cluster
+        else f"{len(est.slots)} checkpoint(s) served at once"
+    )
+    replicas = f", {plan.serve.replicas} servers each" if plan.serve.replicas > 1 else ""
     lines = [
         f"study {plan.study.name}: {len(est.cells)} checkpoint(s) into {plan.out_dir()}; "
-        f"{len(est.slots)} server(s) at once ({plan.serve.launcher} launcher, {plan.serve.engine}; {slots})",
+        f"{where} ({plan.serve.launcher} launcher, {plan.serve.engine}{replicas}; "
+        f"{slots if not est.cluster else 'GPUs as Ray assigns them'})",
     ]
     if est.requests is not None:
         per_task = ", ".join(f"{t} {n}" for t, n in sorted(est.requests.items()))
@@ -272,12 +308,14 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     shown = f"{rate:.2f} req/s" if how or f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f} req/s by method"
     n_measured = sum(m for _, m in est.compress_s.values())
     lines += [
-        f"estimate (compression runs one checkpoint at a time, then serving runs {len(est.slots)} at once):",
-        f"  compress {len(est.compress_s)} checkpoint(s): {_duration(sum(s for s, _ in est.compress_s.values()))} "
+        f"estimate (compression runs {est.compress_slots} checkpoint(s) at a time, then serving runs "
+        f"{est.serve_slots if est.cluster else len(est.slots)} at once):",
+        f"  compress {len(est.compress_s)} checkpoint(s): {_duration(est.compress_total_s)} "
         f"({n_measured} measured from manifests, {len(est.compress_s) - n_measured} assumed)",
         f"  serve + evaluate {len(est.to_evaluate)} checkpoint(s): "
         + (_duration(est.evaluate_s) if est.requests is not None else "unknown (no request count)")
-        + f" at {shown} per server ({how or 'assumed'}) and "
+        + f" at {shown} per server{f' x {plan.serve.replicas} servers' if plan.serve.replicas > 1 else ''} "
+        f"({how or 'assumed'}) and "
         f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
         f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
     ]

@@ -27,6 +27,7 @@ __all__ = [
     "MethodPlan",
     "ModelPlan",
     "Plan",
+    "RayPlan",
     "ServePlan",
     "StudyPlan",
     "load_plan",
@@ -141,6 +142,12 @@ class ServePlan(_Strict):
     max_total_tokens: int | None = Field(default=None, ge=1)
     shm_size: str | None = None
     startup_timeout_s: float = Field(default=600.0, gt=0)
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        description="servers per checkpoint (each on gpus_per_server GPUs): one logical endpoint, its requests "
+        "spread over all of them",
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -160,14 +167,32 @@ class ServePlan(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _replica_groups(self) -> ServePlan:
+        need = self.gpus_per_server * self.replicas
+        if self.gpus and len(self.gpus) < need:
+            raise ValueError(
+                f"replicas = {self.replicas} servers of {self.gpus_per_server} GPU(s) need {need} GPUs but gpus "
+                f"lists {len(self.gpus)}; list more GPUs or lower replicas"
+            )
+        return self
+
     def slots(self) -> list[tuple[int, ...]]:
-        """One GPU group per server that may run at once; ``[()]`` (one server, no GPU) without gpus.
+        """The GPUs of each checkpoint that may be served at once (its ``replicas`` servers together); ``[()]`` (one
+        checkpoint, no GPU) without gpus.
 
         GPUs left over after the last full group stay unused."""
         if not self.gpus:
             return [()]
-        k = self.gpus_per_server
+        k = self.gpus_per_server * self.replicas
         return [tuple(self.gpus[i : i + k]) for i in range(0, len(self.gpus) - k + 1, k)]
+
+    def server_groups(self, gpus: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """A checkpoint's GPUs split into its replicas' groups (``replicas`` empty groups without GPUs)."""
+        if not gpus:
+            return [()] * self.replicas
+        k = len(gpus) // self.replicas
+        return [gpus[i * k : (i + 1) * k] for i in range(self.replicas)]
 
 
 class EvaluatePlan(_Strict):
@@ -257,11 +282,49 @@ class StudyPlan(_Strict):
     name: str
     out: str | None = Field(default=None, description="output folder, relative to the current directory")
     device: Literal["cpu", "cuda"] = "cpu"
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="local: this machine; ray: every stage as Ray tasks on a cluster (see [ray])"
+    )
+    store: str | None = Field(
+        default=None,
+        description="the ray executor's study store: a shared path or an object-store URL (s3://, gs://); "
+        "default: the out folder, which then must be shared by every node",
+    )
 
     @field_validator("name")
     @classmethod
     def _safe(cls, v: str) -> str:
         return _safe_name(v, "study name")
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("an empty store; give a path or a URL such as s3://bucket/study, or drop the key")
+        return v
+
+
+class RayPlan(_Strict):
+    """``[ray]``: where the ray executor runs and what each cell asks of the cluster."""
+
+    address: str | None = Field(
+        default=None, description='the cluster (ray://host:10001, host:6379 or "auto"); none: a local Ray'
+    )
+    compress_cpus: float = Field(default=1.0, gt=0, description="CPUs a compression cell holds")
+    compress_gpus: float | None = Field(default=None, ge=0, description="GPUs it holds; default 1 on cuda, else 0")
+    compress_memory_gb: float | None = Field(default=None, gt=0, description="memory it reserves (Ray's accounting)")
+    serve_cpus: float = Field(default=1.0, gt=0, description="CPUs a serve+evaluate cell holds")
+    serve_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs it holds; default gpus_per_server x replicas on cuda, else 0 (logical GPUs on a test "
+        "cluster: give them here)",
+    )
+    serve_memory_gb: float | None = Field(default=None, gt=0)
+    flush_records: int = Field(default=1000, ge=1, description="a worker flushes its records every N records ...")
+    flush_seconds: float = Field(default=30.0, gt=0, description="... or every T seconds, whichever comes first")
+    max_retries: int = Field(default=3, ge=0, description="times a cell is rerun after its node or worker died")
+    progress_seconds: float = Field(default=10.0, gt=0, description="how often the driver prints the study's state")
 
 
 class Cell(_Strict):
@@ -304,6 +367,7 @@ class Plan(_Strict):
     evaluate: EvaluatePlan = EvaluatePlan()
     analyze: AnalyzePlan = AnalyzePlan()
     gate: GatePlan | None = None
+    ray: RayPlan = RayPlan()
 
     def out_dir(self) -> Path:
         return Path(self.study.out) if self.study.out else Path("sweeps") / self.study.name

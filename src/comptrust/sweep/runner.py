@@ -23,23 +23,23 @@ from typing import Literal
 from comptrust_analysis import AnalysisConfig
 from comptrust_analysis.report import Gate
 from comptrust_core import MANIFEST_FILE, CheckpointError, ConfigError, read_manifest
-from comptrust_evaluate import EndpointSpec
-from comptrust_serve import LaunchOptions, ServerHandle
+from comptrust_serve import ServerHandle
 
+from comptrust.sweep.cells import endpoint_of, launch_servers
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.stages import (
     Stages,
     check_launcher,
     compress_config,
     evaluate_config,
-    launch_options,
     manifest_mismatch,
     real_stages,
     request_counts,
 )
 from comptrust.sweep.state import CellState, SweepState, load_state, save_state
+from comptrust.sweep.store import StudyStore
 
-__all__ = ["SweepResult", "needs_work", "run_sweep"]
+__all__ = ["SweepResult", "needs_work", "run_sweep", "study_store"]
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +116,23 @@ def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
     return ready
 
 
-async def _launch_owned(stages: Stages, ckpt: Path, launcher: str, options: LaunchOptions) -> ServerHandle:
-    """Start a server in a worker thread; if we are cancelled meanwhile, the server is stopped once it is up."""
+async def _launch_owned(
+    stages: Stages, plan: Plan, cell: Cell, ckpt: Path, *, gpus: tuple[int, ...], log_dir: Path
+) -> list[ServerHandle]:
+    """Start the cell's servers (its ``replicas``) in a worker thread; if we are cancelled meanwhile, they are stopped
+    once they are up."""
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, stages.launch, ckpt, launcher, options)
+    fut = loop.run_in_executor(None, lambda: launch_servers(stages, plan, cell, ckpt, gpus=gpus, log_dir=log_dir))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
 
-        def stop_orphan(f: asyncio.Future[ServerHandle]) -> None:
+        def stop_orphans(f: asyncio.Future[list[ServerHandle]]) -> None:
             if not f.cancelled() and f.exception() is None:
-                f.result().stop()
+                for server in f.result():
+                    server.stop()
 
-        fut.add_done_callback(stop_orphan)
+        fut.add_done_callback(stop_orphans)
         raise
 
 
@@ -145,20 +149,24 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
         stage = "serve"
         try:
             started = time.monotonic()
-            options = launch_options(plan, cell, gpus, out / "logs")
-            server = await _launch_owned(stages, ckpt, plan.serve.launcher, options)
+            servers = await _launch_owned(stages, plan, cell, ckpt, gpus=gpus, log_dir=out / "logs")
             try:
                 cs.startup_s, cs.gpus = time.monotonic() - started, list(gpus)
-                log.info("[%s] serving at %s on %s", cell.name, server.endpoint.url, f"GPUs {gpus}" if gpus else "CPU")
+                log.info(
+                    "[%s] serving at %s on %s",
+                    cell.name,
+                    ", ".join(s.endpoint.url for s in servers),
+                    f"GPUs {gpus}" if gpus else "CPU",
+                )
                 stage = "evaluate"
                 run_dir = out / "runs" / cell.name
                 _set_aside_if_superseded(run_dir, cs, fingerprint)
                 cs.run_started_with = fingerprint
                 save()
-                config = evaluate_config(plan, run_dir, EndpointSpec.from_endpoint(server.endpoint), progress)
+                config = evaluate_config(plan, run_dir, endpoint_of(servers), progress)
                 summary = await stages.evaluate(config)
             finally:
-                await asyncio.to_thread(server.stop)
+                await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
             ep = summary.endpoints[0]
             if ep.stopped:  # its server stopped answering: the cell failed at evaluate, a rerun does what is left
                 raise RuntimeError(f"the server stopped answering ({ep.stopped}); {ep.left} requests left")
@@ -203,29 +211,41 @@ def needs_work(cell: Cell, cs: CellState, fingerprint: str) -> bool:
     return not (done and cs.cell in (None, cell.model_dump_json()))  # None: a state written before cells had one
 
 
-def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> SweepResult:
+def run_sweep(
+    plan: Plan,
+    plan_file: Path,
+    stages: Stages | None = None,
+    *,
+    executor: Literal["local", "ray"] | None = None,
+    address: str | None = None,
+) -> SweepResult:
+    """Run (or resume) the whole plan: on this machine, or with ``executor="ray"`` (or ``[study] executor``) as Ray
+    tasks on the cluster at ``address`` (or ``[ray] address``; none: a local Ray)."""
     stages = stages or real_stages()
+    executor = executor or plan.study.executor
     out = plan.out_dir()
     cells = plan.cells()
     # a suite or data folder evaluate cannot use, or a launcher that cannot run here, is a plan error before any work
     request_counts(plan)
-    if stages.check_launcher:
+    if stages.check_launcher and executor == "local":  # on a cluster the workers' launcher is what counts
         check_launcher(plan)
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out, plan_file)
     fingerprint = plan.evaluate.request_fingerprint()
     for cell in cells:
         state.cells.setdefault(cell.name, CellState())
-    todo = [c for c in cells if needs_work(c, state.cells[c.name], fingerprint)]
-    for cell in cells:
-        if cell not in todo:
-            log.info("[%s] already evaluated; skipping", cell.name)
-
     sweep = _Sweep(plan, out, state, stages)
-    ready = _compress_all(sweep, todo)
-    if ready:
-        asyncio.run(_serve_and_evaluate(sweep, ready))
-    run_dirs = tuple(out / "runs" / c.name for c in cells if state.cells[c.name].stage == "evaluated")
+    if executor == "ray":
+        run_dirs = _run_on_ray(sweep, cells, fingerprint, address or plan.ray.address)
+    else:
+        todo = [c for c in cells if needs_work(c, state.cells[c.name], fingerprint)]
+        for cell in cells:
+            if cell not in todo:
+                log.info("[%s] already evaluated; skipping", cell.name)
+        ready = _compress_all(sweep, todo)
+        if ready:
+            asyncio.run(_serve_and_evaluate(sweep, ready))
+        run_dirs = tuple(out / "runs" / c.name for c in cells if state.cells[c.name].stage == "evaluated")
     report = ""
     gate: dict[str, object] | None = None
     if run_dirs:
@@ -239,7 +259,34 @@ def run_sweep(plan: Plan, plan_file: Path, stages: Stages | None = None) -> Swee
             gate=Gate(plan.gate.max_drop) if plan.gate else None,
         )
         report = stages.analyze(config)
+        if executor == "ray":
+            from comptrust.sweep.ray_executor import upload_analysis
+
+            upload_analysis(study_store(plan), out / "analysis")
         if plan.gate:
             gate = json.loads((out / "analysis" / "gate.json").read_text())
     failed = tuple(c.name for c in cells if state.cells[c.name].stage == "failed")
     return SweepResult(out=out, state=state, report=report, failed=failed, gate=gate)
+
+
+def study_store(plan: Plan) -> StudyStore:
+    """The ray executor's study store: ``[study] store``, or ``OUT/store`` (a path every node must share)."""
+    return StudyStore(plan.study.store or str((plan.out_dir() / "store").resolve()))
+
+
+def _run_on_ray(sweep: _Sweep, cells: list[Cell], fingerprint: str, address: str | None) -> tuple[Path, ...]:
+    from comptrust.sweep.ray_executor import adopt_store_outcomes, connect, materialize_runs, run_cells
+
+    plan, state = sweep.plan, sweep.state
+    store = study_store(plan)
+    adopt_store_outcomes(store, cells, state, fingerprint)
+    sweep.save()
+    todo = [c for c in cells if needs_work(c, state.cells[c.name], fingerprint)]
+    for cell in cells:
+        if cell not in todo:
+            log.info("[%s] already evaluated; skipping", cell.name)
+    if todo:
+        connect(address)
+        run_cells(plan, todo, state, save=sweep.save, stages=sweep.stages, store=store)
+    evaluated = [c.name for c in cells if state.cells[c.name].stage == "evaluated"]
+    return materialize_runs(store, sweep.out, evaluated)

@@ -33,6 +33,8 @@ class CellState(BaseModel):
     startup_s: float | None = Field(default=None, description="measured: launch until the server was healthy")
     evaluate_s: float | None = Field(default=None, description="measured: wall time of the last evaluation")
     requests: int | None = Field(default=None, description="requests answered (ok or error) in the last evaluation")
+    node: str | None = Field(default=None, description="the cluster node that last ran it (ray executor)")
+    log: str | None = Field(default=None, description="where its log is (ray executor: in the study store)")
 
 
 class SweepState(BaseModel):

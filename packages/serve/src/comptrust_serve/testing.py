@@ -43,8 +43,9 @@ CORPUS = [
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def build_tiny_checkpoint(folder: Path, *, seed: int = 0) -> Path:
-    """Write config.json, model.safetensors and tokenizer files for a 2-layer, 64-wide LlamaForCausalLM."""
+def build_tiny_checkpoint(folder: Path, *, seed: int = 0, max_positions: int = 256) -> Path:
+    """Write config.json, model.safetensors and tokenizer files for a 2-layer, 64-wide LlamaForCausalLM
+    (``max_positions``: its context; a whole benchmark prompt needs about 2048)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -66,7 +67,7 @@ def build_tiny_checkpoint(folder: Path, *, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         initializer_range=0.2,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
