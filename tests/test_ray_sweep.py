@@ -193,6 +193,17 @@ def test_the_quick_suite_runs_across_two_nodes_and_a_failing_cell_fails_alone(
     ).stdout
     assert "tiny-no-such-method  failed (compress:" in status and "log=" in status
     assert "2/3 evaluated, 1 failed" in status
+    dry = subprocess.run(
+        [sys.executable, "-m", "comptrust.sweep", str(plan), "--dry-run", "--address", cluster.address],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"},
+    ).stdout
+    assert "placement on the Ray cluster" in dry, dry
+    assert "a serve+evaluate cell asks 0.25 CPU, 1 GPU: 2 at once" in dry, dry
+    assert "tiny-no-such-method: " in dry  # the failed cell is still to evaluate, and placed
 
 
 @pytest.mark.timeout(600)

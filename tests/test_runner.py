@@ -35,6 +35,7 @@ from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 from comptrust.sweep.cli import main
 from comptrust.sweep.estimate import DEFAULTS, VLLM_CPU_STARTUP_S, estimate, format_estimate
 from comptrust.sweep.plan import EvaluatePlan, parse_plan
+from comptrust.sweep.ray_executor import ClusterShape, NodeShape, cell_resources, format_placement
 from comptrust.sweep.runner import run_sweep
 from comptrust.sweep.stages import Stages, evaluate_config, launch_options, request_counts
 from comptrust.sweep.state import load_state
@@ -413,6 +414,36 @@ def test_dry_run_estimate_uses_what_this_sweep_measured(tmp_path: Path) -> None:
     assert "42s (measured)" in text and "2 measured from manifests, 0 assumed" in text
 
 
+def test_a_dry_run_for_a_ray_cluster_places_the_cells_on_its_nodes(tmp_path: Path) -> None:
+    """``sweep --dry-run --executor ray``: what a cell asks, what each node holds, where each cell would run."""
+    text = _plan(tmp_path / "out").replace('name = "fake"', 'name = "fake"\nexecutor = "ray"\ndevice = "cuda"')
+    plan = parse_plan(text.replace("gpus_per_server = 1", "gpus_per_server = 1\nreplicas = 2"))
+    compress_res, serve_res = cell_resources(plan)
+    assert (compress_res.gpus, serve_res.gpus) == (1.0, 2.0)  # on cuda: one GPU to compress, one per replica
+    shape = ClusterShape(
+        "10.0.0.1:6379",
+        (NodeShape("a", cpus=16, gpus=4, memory_gb=128), NodeShape("b", cpus=16, gpus=2, memory_gb=128)),
+    )
+    assert (shape.slots(compress_res), shape.slots(serve_res)) == (6, 3)
+    state = load_state(tmp_path / "out", tmp_path / "plan.toml")
+    one_at_a_time = estimate(plan, state, ["dense", "gptq", "magnitude"])
+    on_cluster = estimate(plan, state, ["dense", "gptq", "magnitude"], cluster=shape)
+    per_cell = next(iter(on_cluster.per_cell_s.values()))
+    assert on_cluster.evaluate_s == pytest.approx(2 * per_cell)  # 6 cells on 3 slots
+    assert one_at_a_time.evaluate_s == pytest.approx(6 * per_cell)
+    assert on_cluster.compress_total_s == pytest.approx(max(s for s, _ in on_cluster.compress_s.values()))
+    placement = format_placement(plan, shape, on_cluster)
+    assert "a serve+evaluate cell asks 1 CPU, 2 GPU (2 servers of 1 GPU): 3 at once" in placement
+    assert "node a: 16 CPU, 4 GPU, 128 GB -> 4 compression / 2 serve+evaluate cell(s) at once" in placement
+    starts = [line for line in placement.splitlines() if line.startswith("    m-")]
+    assert len(starts) == 6 and sum("from +0s" in line for line in starts) == 3  # three start at once
+    assert "3 checkpoint(s) served at once on the Ray cluster at 10.0.0.1:6379" in format_estimate(plan, on_cluster)
+    lonely = ClusterShape("x", (NodeShape("c", cpus=8, gpus=1, memory_gb=64),))
+    assert "no node of the cluster holds a serve+evaluate cell" in " ".join(
+        estimate(plan, state, ["dense", "gptq", "magnitude"], cluster=lonely).notes
+    )
+
+
 def test_a_fresh_estimate_assumes_each_methods_own_times(tmp_path: Path) -> None:
     plan = parse_plan(_plan(tmp_path / "out"))
     est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
@@ -588,3 +619,18 @@ def test_a_gate_table_in_the_plan_gates_the_sweep(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_drop"):
         parse_plan(_plan(tmp_path / "out3", extra="[gate]\nmax_drop = -1\n"))
     assert run_sweep(parse_plan(_plan(tmp_path / "out4")), tmp_path / "p4.toml", Fakes().stages()).gate is None
+
+
+def test_nothing_imports_ray_unless_the_executor_is_ray() -> None:
+    """Ray is an optional extra (comptrust[ray]): the sweep's modules, the ray executor's included, import without it
+    until a cluster is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, comptrust.sweep.cli, comptrust.sweep.runner, comptrust.sweep.estimate, "
+        "comptrust.sweep.ray_executor, comptrust.sweep.cells, comptrust.sweep.store; "
+        "print(sorted(m for m in ('ray', 's3fs', 'moto') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

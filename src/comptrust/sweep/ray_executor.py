@@ -38,7 +38,16 @@ from comptrust.sweep.stages import Stages, request_counts
 from comptrust.sweep.state import CellState, SweepState
 from comptrust.sweep.store import StudyStore
 
-__all__ = ["ClusterShape", "Resources", "cell_resources", "cluster_shape", "connect", "run_cells"]
+__all__ = [
+    "ClusterShape",
+    "NodeShape",
+    "Resources",
+    "cell_resources",
+    "cluster_shape",
+    "connect",
+    "format_placement",
+    "run_cells",
+]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +278,22 @@ def _apply(cs: CellState, cell: Cell, kind: str, outcome: dict[str, Any]) -> Non
     cs.evaluated_with, cs.cell = outcome.get("evaluated_with"), cell.model_dump_json()
 
 
+def _checkpoint_in_store(store: StudyStore, cell: Cell) -> dict[str, Any] | None:
+    """The compression outcome of a checkpoint the store already holds for this very cell (None: make it; one that
+    differs is left to the compression task, which refuses it with its reason)."""
+    from comptrust_core import MANIFEST_FILE, Manifest
+
+    from comptrust.sweep.stages import manifest_mismatch
+
+    text = store.read_text(f"checkpoints/{cell.name}/{MANIFEST_FILE}")
+    if text is None:
+        return None
+    manifest = Manifest.model_validate_json(text)
+    if manifest_mismatch(manifest, cell):
+        return None
+    return {"ok": True, "stage": "compressed", "compress_s": manifest.measured.wall_time_s, "node": "store"}
+
+
 def _system_failure(exc: BaseException) -> str:
     """What a task that did not return says (its node lost more often than max_retries, or a Ray error)."""
     text = str(exc).strip().splitlines()
@@ -324,9 +349,16 @@ def run_cells(
     refs: dict[Any, _Submitted] = {}
     for cell in todo:
         job = CellJob(plan_json=plan_json, cell=cell.name, store_url=store.url, requests=requests)
-        c_ref = compress.remote(job, stages_ref)
+        made = _checkpoint_in_store(store, cell)
+        if made is not None:  # no compression task for a checkpoint the store holds already (a rerun)
+            _apply(state.cells[cell.name], cell, "compress", made)
+            c_ref = ray.put(made)
+        else:
+            c_ref = compress.remote(job, stages_ref)
+            refs[c_ref] = _Submitted(cell, "compress")
         s_ref = serve.remote(job, stages_ref, board, c_ref)
-        refs[c_ref], refs[s_ref] = _Submitted(cell, "compress"), _Submitted(cell, "serve")
+        refs[s_ref] = _Submitted(cell, "serve")
+    save()
     log.info(
         "submitted %d cell(s) to the cluster at %s (%d node(s); %d compression and %d serve+evaluate cells fit at "
         "once); study store: %s",
