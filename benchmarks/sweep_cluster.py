@@ -1,6 +1,7 @@
 """A study on a local Ray cluster with 1 and with 2 worker nodes, side by side (issue 20, must 7).
 
-    uv run python benchmarks/sweep_cluster.py [--cells 6] [--delay 2.0] [--concurrency 2]
+    UV_PROJECT_ENVIRONMENT=.venv-ray uv sync --locked --extra ray --no-default-groups   # once: Ray's environment
+    .venv-ray/bin/python benchmarks/sweep_cluster.py [--cells 6] [--delay 2.0] [--concurrency 2]
 
 Each worker node carries one logical GPU and each serve+evaluate cell asks for one, so one node serves one checkpoint
 at a time and two nodes serve two. The servers are latency-bound stand-ins (standin_engine.py, run by the real
@@ -123,7 +124,7 @@ def _study(nodes: int, tmp: Path, args: argparse.Namespace, tiny: Path, seed_sto
             print(log.read_text()[-5000:], file=sys.stderr)
             raise SystemExit(f"the {nodes}-node study failed (rc {rc})")
     finally:
-        cluster.shutdown()  # type: ignore[no-untyped-call]
+        cluster.shutdown()
     outcomes = [json.loads(p.read_text()) for p in sorted((store / "cells").glob("*.json"))]
     requests = sum(o["requests"] for o in outcomes)
     cell_s = [o["startup_s"] + o["evaluate_s"] for o in outcomes]

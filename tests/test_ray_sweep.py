@@ -1,13 +1,17 @@
 """The cluster sweep on a real local Ray cluster: a head and two worker nodes carrying one logical GPU each, the
 embedded server on the CPU as the engine, the quick suite on a tiny model (issue 20, musts 1, 3 and 5).
 
-One cluster serves the whole module (about 10 s to start); each test runs ``python -m comptrust.sweep`` as the
-driver in its own process, the way a user does, so a test can kill it. Cells ask for fractions of a CPU so that
+Ray runs from an environment of its own (``.venv-ray``, made by ``.ci/run``; the module skips, saying how to make it,
+without one): its wheel installs a ``serve`` command that would replace comptrust's in the workspace's environment.
+So the cluster runs in a helper process (tests/ray_cluster_helper.py, one for the whole module, about 10 s to start)
+that this module drives, and each test runs ``python -m comptrust.sweep`` from that environment as the driver, the
+way a user does, so a test can kill it. Cells ask for fractions of a CPU so that
 two of them fit on this 2-core machine. Every test checks the store, not the driver's view: one record per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,35 +30,81 @@ from comptrust.sweep.plan import parse_plan
 from comptrust.sweep.stages import request_counts
 from comptrust.sweep.store import StudyStore
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
-
 pytestmark = pytest.mark.slow
 
 CELLS = ("tiny-dense", "tiny-magnitude-s0.5")
 
+ROOT = Path(__file__).resolve().parent.parent
+RAY_ENV_HINT = "UV_PROJECT_ENVIRONMENT=.venv-ray uv sync --locked --extra ray --no-default-groups"
 
-def _add_worker(c: Any) -> Any:
-    """A worker node with one logical GPU (Ray's node start replaces this process's SIGTERM handler with its own,
-    for the whole process: the one the process had is put back)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        return c.add_node(num_cpus=1, num_gpus=1)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+
+def _ray_python() -> Path | None:
+    """The Ray environment's Python (Ray lives apart from the workspace's environment: its wheel's `serve` command
+    would replace comptrust's), from COMPTRUST_RAY_PYTHON or ``.venv-ray``."""
+    given = os.environ.get("COMPTRUST_RAY_PYTHON")
+    python = Path(given) if given else ROOT / ".venv-ray" / "bin" / "python"
+    return python if python.is_file() else None
+
+
+RAY_PYTHON = _ray_python()
+if RAY_PYTHON is None:
+    pytest.skip(f"no Ray environment (.venv-ray); create it with `{RAY_ENV_HINT}`", allow_module_level=True)
+
+
+class LocalCluster:
+    """tests/ray_cluster_helper.py in the Ray environment: a head and two worker nodes with a logical GPU each."""
+
+    def __init__(self) -> None:
+        assert RAY_PYTHON is not None
+        self.process = subprocess.Popen(
+            [str(RAY_PYTHON), str(Path(__file__).parent / "ray_cluster_helper.py"), "2"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        hello = self._reply()
+        self.address: str = hello["address"]
+        self.workers: list[str] = hello["workers"]
+
+    def _reply(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Ray cluster helper exited (rc {self.process.wait()})")
+        return dict(json.loads(line))
+
+    def _send(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def remove(self, node_id: str) -> None:
+        """The node dies (its processes killed), and a fresh one joins, as an autoscaler would bring one."""
+        self._send(f"remove {node_id}")
+        self.workers.remove(node_id)
+        self.workers.append(self._send("add")["node"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # "quit" has no answer: the helper shuts the cluster down and exits
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"  # the nodes run this environment, as on a real cluster
-    c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+def cluster() -> Iterator[LocalCluster]:
+    c = LocalCluster()
     try:
-        for _ in range(2):
-            _add_worker(c)
-        c.wait_for_nodes()
         yield c
     finally:
-        c.shutdown()
-        os.environ.pop("RAY_ENABLE_UV_RUN_RUNTIME_ENV", None)
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +156,17 @@ progress_seconds = 2
     return path
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "TQDM_DISABLE": "1"}
+
+
 def _driver(plan: Path, address: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "TQDM_DISABLE": "1"}
+    """``sweep PLAN --address ADDR`` run from the Ray environment, as a user runs it."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "comptrust.sweep", str(plan), "--address", address],
+            [str(RAY_PYTHON), "-m", "comptrust.sweep", str(plan), "--address", address],
             cwd=plan.parent,
-            env=env,
+            env=_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -164,7 +218,7 @@ def _wait_mid_cell(tmp: Path, driver: subprocess.Popen[bytes], log: Path, timeou
 
 @pytest.mark.timeout(600)
 def test_the_quick_suite_runs_across_two_nodes_and_a_failing_cell_fails_alone(
-    cluster: Any, tiny: Path, tmp_path: Path
+    cluster: LocalCluster, tiny: Path, tmp_path: Path
 ) -> None:
     plan = _plan(tmp_path, tiny, extra_methods='[[methods]]\nname = "no-such-method"\n')
     log = tmp_path / "driver.log"
@@ -194,12 +248,12 @@ def test_the_quick_suite_runs_across_two_nodes_and_a_failing_cell_fails_alone(
     assert "tiny-no-such-method  failed (compress:" in status and "log=" in status
     assert "2/3 evaluated, 1 failed" in status
     dry = subprocess.run(
-        [sys.executable, "-m", "comptrust.sweep", str(plan), "--dry-run", "--address", cluster.address],
+        [str(RAY_PYTHON), "-m", "comptrust.sweep", str(plan), "--dry-run", "--address", cluster.address],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"},
+        env=_env(),
     ).stdout
     assert "placement on the Ray cluster" in dry, dry
     assert "a serve+evaluate cell asks 0.25 CPU, 1 GPU: 2 at once" in dry, dry
@@ -207,15 +261,16 @@ def test_the_quick_suite_runs_across_two_nodes_and_a_failing_cell_fails_alone(
 
 
 @pytest.mark.timeout(600)
-def test_a_worker_node_lost_mid_cell_costs_only_its_unflushed_records(cluster: Any, tiny: Path, tmp_path: Path) -> None:
+def test_a_worker_node_lost_mid_cell_costs_only_its_unflushed_records(
+    cluster: LocalCluster, tiny: Path, tmp_path: Path
+) -> None:
     plan = _plan(tmp_path, tiny, rps=4.0)  # 52 requests at 4/s: a cell evaluates for about 13 s
     log = tmp_path / "driver.log"
     driver = _driver(plan, cluster.address, log)
     try:
         cell, node_id = _wait_mid_cell(tmp_path, driver, log)
-        (lost,) = [n for n in cluster.worker_nodes if n.node_id.startswith(node_id)]
-        cluster.remove_node(lost, allow_graceful=False)  # the node dies: its worker, its server
-        _add_worker(cluster)  # and a fresh one joins, as an autoscaler would
+        (lost,) = [n for n in cluster.workers if n.startswith(node_id)]
+        cluster.remove(lost)  # the node dies, its worker and its server with it
         rc = _finish(driver, log)
     finally:
         if driver.poll() is None:
@@ -228,7 +283,7 @@ def test_a_worker_node_lost_mid_cell_costs_only_its_unflushed_records(cluster: A
 
 
 @pytest.mark.timeout(600)
-def test_a_killed_driver_resumes_the_study(cluster: Any, tiny: Path, tmp_path: Path) -> None:
+def test_a_killed_driver_resumes_the_study(cluster: LocalCluster, tiny: Path, tmp_path: Path) -> None:
     plan = _plan(tmp_path, tiny, rps=4.0)
     log = tmp_path / "driver.log"
     first = _driver(plan, cluster.address, log)
@@ -248,3 +303,48 @@ def test_a_killed_driver_resumes_the_study(cluster: Any, tiny: Path, tmp_path: P
     rc = _finish(_driver(plan, cluster.address, log), log)
     assert rc == 0
     assert log.read_text().count("already evaluated; skipping") >= 2
+
+
+_LIBRARY_USE = """
+import sys
+from pathlib import Path
+
+import ray
+
+from comptrust.sweep.plan import load_plan
+from comptrust.sweep.runner import run_sweep
+
+ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING")
+plan_file = Path(sys.argv[1])
+result = run_sweep(load_plan(plan_file), plan_file)  # executor = "ray" in the plan: joins the Ray already up
+sys.exit(1 if result.failed else 0)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_from_python_on_a_local_ray_with_two_gpus_a_checkpoint_served_by_two_replicas(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """``ray.init(num_cpus=2, num_gpus=2)`` then ``run_sweep``: the plan's ``replicas = 2`` give the one cell both
+    logical GPUs and two embedded servers, one per GPU, and its requests are spread over both."""
+    text = _plan(tmp_path, tiny).read_text()
+    text = text.replace('[[methods]]\nname = "magnitude"\nsparsity = 0.5\n', "")
+    text = text.replace("startup_timeout_s = 240", "startup_timeout_s = 240\nreplicas = 2")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text.replace("serve_gpus = 1", "serve_gpus = 2"))
+    done = subprocess.run(
+        [str(RAY_PYTHON), "-c", _LIBRARY_USE, str(plan)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    assert _exactly_once(tmp_path, plan, "tiny-dense") == 52
+    run = tmp_path / "out" / "runs" / "tiny-dense"
+    records = [r for p in sorted((run / "records").glob("*.ndjson")) for r in read_records(p)]
+    served = {r.endpoint_url for r in records}
+    assert len(served) == 2, f"both replicas answered: {served}"
+    assert {r.endpoint for r in records} == {"tiny-dense"}  # one logical endpoint
+    assert _outcome(tmp_path, "tiny-dense")["gpus"] == [0, 1]

@@ -137,7 +137,7 @@ def cluster_shape() -> ClusterShape:
     import ray
 
     nodes = []
-    for node in ray.nodes():  # type: ignore[no-untyped-call]
+    for node in ray.nodes():
         if not node.get("Alive"):
             continue
         res = node.get("Resources", {})
