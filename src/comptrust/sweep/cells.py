@@ -26,15 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comptrust_core import MANIFEST_FILE, CheckpointError, ConfigError, Manifest
+from comptrust_core import MANIFEST_FILE, ConfigError, Manifest
 from comptrust_evaluate import EndpointSpec, RunSummary
 from comptrust_serve import ServerHandle
 
 from comptrust.sweep.plan import Cell, Plan
-from comptrust.sweep.stages import Stages, compress_config, evaluate_config, launch_options, manifest_mismatch
+from comptrust.sweep.stages import (
+    Stages,
+    compress_config,
+    evaluate_config,
+    expected_failure,
+    launch_options,
+    require_match,
+    require_method,
+)
 from comptrust.sweep.store import RunSync, StudyStore
 
-__all__ = ["CellJob", "cell_cache", "compress_cell", "serve_evaluate_cell"]
+__all__ = ["CellJob", "cell_cache", "compress_cell", "serve_evaluate_cell", "stored_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +100,7 @@ def _cell_log(path: Path) -> Iterator[None]:
 
 def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
     error = str(exc) or exc.__class__.__name__
-    if not isinstance(exc, ConfigError | CheckpointError) and not hasattr(exc, "exit_code"):
+    if not expected_failure(exc):
         log.exception("%s failed unexpectedly", stage)
         error = f"{exc.__class__.__name__}: {error}"
     else:
@@ -100,10 +108,16 @@ def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "stage": "failed", "failed_stage": stage, "error": error, "node": _node()}
 
 
-def _store_manifest(store: StudyStore, cell: str) -> Manifest:
-    text = store.read_text(f"checkpoints/{cell}/{MANIFEST_FILE}")
-    assert text is not None
-    return Manifest.model_validate_json(text)
+def stored_checkpoint(store: StudyStore, cell: Cell) -> dict[str, Any] | None:
+    """The compression outcome of the checkpoint the store holds for this very cell; None when it holds none (an
+    upload cut short, without its manifest, counts as none). One made for another cell is refused, saying what
+    differs."""
+    text = store.read_text(f"checkpoints/{cell.name}/{MANIFEST_FILE}")
+    if text is None:
+        return None
+    manifest = Manifest.model_validate_json(text)
+    require_match(manifest, cell, f"{store.url}/checkpoints/{cell.name}")
+    return {"ok": True, "stage": "compressed", "compress_s": manifest.measured.wall_time_s, "node": _node()}
 
 
 def compress_cell(job: CellJob, stages: Stages) -> dict[str, Any]:
@@ -125,41 +139,32 @@ def compress_cell(job: CellJob, stages: Stages) -> dict[str, Any]:
 
 
 def _compress(plan: Plan, cell: Cell, store: StudyStore, stages: Stages, cache: Path) -> dict[str, Any]:
-    if cell.method not in set(stages.methods()):
-        raise ConfigError(
-            f"plan error: method {cell.method!r} is not registered on node {_node()} "
-            f"(registered: {', '.join(sorted(stages.methods()))}); install the same comptrust on every node"
-        )
-    if store.has_checkpoint(cell.name):
-        manifest = _store_manifest(store, cell.name)
-        diffs = manifest_mismatch(manifest, cell)
-        if diffs:
-            raise CheckpointError(
-                f"{store.url}/checkpoints/{cell.name} holds a different checkpoint ({'; '.join(diffs)}); move it "
-                "away or change the study name"
-            )
+    require_method(cell, stages.methods(), f"on node {_node()}")
+    made = stored_checkpoint(store, cell)
+    if made is not None:
         log.info("[%s] checkpoint exists in the store and matches the plan", cell.name)
-        return {"ok": True, "stage": "compressed", "compress_s": manifest.measured.wall_time_s, "node": _node()}
+        return made
     started = time.monotonic()
-    if store.is_local:
-        out = store.local_path(f"checkpoints/{cell.name}")
-        if out.exists():  # no manifest: an upload cut short; compress writes atomically, so nothing else is there
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    # a filesystem store takes the checkpoint in place (compress writes it atomically); any other gets it uploaded
+    out = (
+        store.local_path(f"checkpoints/{cell.name}")
+        if store.is_local
+        else cache / "compress" / f"{cell.name}-{uuid.uuid4().hex[:8]}"
+    )
+    if store.is_local and out.exists():  # no manifest: an upload cut short, remade whole
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
         log.info("[%s] compressing %s with %s on %s", cell.name, cell.model.source, cell.method, _node())
         stages.compress(compress_config(plan, cell, out))
-    else:
-        out = cache / "compress" / f"{cell.name}-{uuid.uuid4().hex[:8]}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            log.info("[%s] compressing %s with %s on %s", cell.name, cell.model.source, cell.method, _node())
-            stages.compress(compress_config(plan, cell, out))
-            store.put_checkpoint(out, cell.name)
-        finally:
+        store.put_checkpoint(out, cell.name)  # nothing to do where the store's own folder was written
+    finally:
+        if not store.is_local:
             shutil.rmtree(out, ignore_errors=True)
-    manifest = _store_manifest(store, cell.name)
+    made = stored_checkpoint(store, cell)
+    assert made is not None, "a checkpoint just made is in the store"
     log.info("[%s] compressed in %.0fs, in the store", cell.name, time.monotonic() - started)
-    return {"ok": True, "stage": "compressed", "compress_s": manifest.measured.wall_time_s, "node": _node()}
+    return made
 
 
 def launch_servers(

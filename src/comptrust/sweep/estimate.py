@@ -281,7 +281,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     where = (
         f"{est.serve_slots} checkpoint(s) served at once on the Ray cluster at {est.cluster}"
         if est.cluster
-        else f"{len(est.slots)} checkpoint(s) served at once"
+        else f"{est.serve_slots} checkpoint(s) served at once"
     )
     replicas = f", {plan.serve.replicas} servers each" if plan.serve.replicas > 1 else ""
     lines = [
@@ -309,7 +309,7 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
     n_measured = sum(m for _, m in est.compress_s.values())
     lines += [
         f"estimate (compression runs {est.compress_slots} checkpoint(s) at a time, then serving runs "
-        f"{est.serve_slots if est.cluster else len(est.slots)} at once):",
+        f"{est.serve_slots} at once):",
         f"  compress {len(est.compress_s)} checkpoint(s): {_duration(est.compress_total_s)} "
         f"({n_measured} measured from manifests, {len(est.compress_s) - n_measured} assumed)",
         f"  serve + evaluate {len(est.to_evaluate)} checkpoint(s): "

@@ -160,22 +160,19 @@ class ServePlan(_Strict):
 
     @model_validator(mode="after")
     def _groups(self) -> ServePlan:
-        if self.gpus and len(self.gpus) < self.gpus_per_server:
+        """Enough GPUs for one checkpoint: ``replicas`` servers of ``gpus_per_server`` each."""
+        if not self.gpus or len(self.gpus) >= self.gpus_per_server * self.replicas:
+            return self
+        if len(self.gpus) < self.gpus_per_server:
             raise ValueError(
                 f"gpus_per_server = {self.gpus_per_server} but only {len(self.gpus)} GPU(s) listed in gpus; "
                 "list more GPUs or lower gpus_per_server"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _replica_groups(self) -> ServePlan:
-        need = self.gpus_per_server * self.replicas
-        if self.gpus and len(self.gpus) < need:
-            raise ValueError(
-                f"replicas = {self.replicas} servers of {self.gpus_per_server} GPU(s) need {need} GPUs but gpus "
-                f"lists {len(self.gpus)}; list more GPUs or lower replicas"
-            )
-        return self
+        raise ValueError(
+            f"replicas = {self.replicas} servers of {self.gpus_per_server} GPU(s) need "
+            f"{self.gpus_per_server * self.replicas} GPUs but gpus lists {len(self.gpus)}; list more GPUs or lower "
+            "replicas"
+        )
 
     def slots(self) -> list[tuple[int, ...]]:
         """The GPUs of each checkpoint that may be served at once (its ``replicas`` servers together); ``[()]`` (one

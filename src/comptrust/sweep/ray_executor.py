@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comptrust_core import ConfigError
+from comptrust_core import CheckpointError, ConfigError
 
-from comptrust.sweep.cells import CellJob, compress_cell, serve_evaluate_cell
+from comptrust.sweep.cells import CellJob, compress_cell, serve_evaluate_cell, stored_checkpoint
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.stages import Stages, request_counts
 from comptrust.sweep.state import CellState, SweepState
@@ -242,7 +242,6 @@ def _duration(seconds: float) -> str:
 class _Submitted:
     cell: Cell
     kind: str  # "compress" | "serve"
-    submitted: float = field(default_factory=time.monotonic)
 
 
 def adopt_store_outcomes(store: StudyStore, cells: list[Cell], state: SweepState, fingerprint: str) -> None:
@@ -279,19 +278,13 @@ def _apply(cs: CellState, cell: Cell, kind: str, outcome: dict[str, Any]) -> Non
 
 
 def _checkpoint_in_store(store: StudyStore, cell: Cell) -> dict[str, Any] | None:
-    """The compression outcome of a checkpoint the store already holds for this very cell (None: make it; one that
-    differs is left to the compression task, which refuses it with its reason)."""
-    from comptrust_core import MANIFEST_FILE, Manifest
-
-    from comptrust.sweep.stages import manifest_mismatch
-
-    text = store.read_text(f"checkpoints/{cell.name}/{MANIFEST_FILE}")
-    if text is None:
+    """:func:`stored_checkpoint` for the driver: a checkpoint made for another cell is left to the compression task,
+    which refuses it with its reason, in the cell's own log."""
+    try:
+        made = stored_checkpoint(store, cell)
+    except CheckpointError:
         return None
-    manifest = Manifest.model_validate_json(text)
-    if manifest_mismatch(manifest, cell):
-        return None
-    return {"ok": True, "stage": "compressed", "compress_s": manifest.measured.wall_time_s, "node": "store"}
+    return None if made is None else {**made, "node": "store"}
 
 
 def _system_failure(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from typing import Literal
 
 from comptrust_analysis import AnalysisConfig
 from comptrust_analysis.report import Gate
-from comptrust_core import MANIFEST_FILE, CheckpointError, ConfigError, read_manifest
+from comptrust_core import MANIFEST_FILE, CheckpointError, read_manifest
 from comptrust_serve import ServerHandle
 
 from comptrust.sweep.cells import endpoint_of, launch_servers
@@ -32,9 +32,11 @@ from comptrust.sweep.stages import (
     check_launcher,
     compress_config,
     evaluate_config,
-    manifest_mismatch,
+    expected_failure,
     real_stages,
     request_counts,
+    require_match,
+    require_method,
 )
 from comptrust.sweep.state import CellState, SweepState, load_state, save_state
 from comptrust.sweep.store import StudyStore
@@ -57,7 +59,7 @@ class SweepResult:
 def _fail(cell: Cell, cs: CellState, stage: str, exc: Exception) -> None:
     cs.stage, cs.failed_stage = "failed", stage
     cs.error = str(exc) or exc.__class__.__name__
-    if isinstance(exc, ConfigError | CheckpointError) or hasattr(exc, "exit_code"):
+    if expected_failure(exc):
         log.error("[%s] %s failed: %s (the rest of the grid goes on)", cell.name, stage, cs.error)
     else:  # not one of ours: keep the traceback in the log, the cell still fails alone
         log.exception("[%s] %s failed unexpectedly (the rest of the grid goes on)", cell.name, stage)
@@ -67,11 +69,7 @@ def _ensure_checkpoint(plan: Plan, cell: Cell, ckpt: Path, stages: Stages) -> fl
     """Make the cell's checkpoint unless a matching one is there; its measured compression time."""
     if (ckpt / MANIFEST_FILE).is_file():
         manifest = read_manifest(ckpt)
-        diffs = manifest_mismatch(manifest, cell)
-        if diffs:
-            raise CheckpointError(
-                f"{ckpt} holds a different checkpoint ({'; '.join(diffs)}); move it away or change the study name"
-            )
+        require_match(manifest, cell, str(ckpt))
         log.info("[%s] checkpoint exists and matches the plan: %s", cell.name, ckpt)
         return manifest.measured.wall_time_s
     if ckpt.exists():
@@ -96,17 +94,12 @@ class _Sweep:
 
 def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
     plan, state, out, stages, save = sweep.plan, sweep.state, sweep.out, sweep.stages, sweep.save
-    known = set(stages.methods())
+    known = stages.methods()
     ready: list[Cell] = []
     for cell in cells:
         cs = state.cells[cell.name]
         try:
-            if cell.method not in known:
-                raise ConfigError(
-                    f"plan error: method {cell.method!r} is not registered in this installation "
-                    f"(registered: {', '.join(sorted(known))}); install the comptrust-compress that has it, "
-                    "or remove it from the plan"
-                )
+            require_method(cell, known)
             cs.compress_s = _ensure_checkpoint(plan, cell, out / "checkpoints" / cell.name, stages)
             cs.stage, cs.error, cs.failed_stage, cs.cell = "compressed", None, None, cell.model_dump_json()
             ready.append(cell)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from comptrust_analysis import AnalysisConfig, analyze, render_text
 from comptrust_compress import CompressConfig, compress, method_names
-from comptrust_core import ConfigError, Manifest
+from comptrust_core import CheckpointError, ConfigError, Manifest
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, RunSummary, evaluate_async, make_plan
 from comptrust_serve import LaunchOptions, ServerHandle, launch_checkpoint, open_checkpoint, resolve_launcher
 
@@ -26,10 +26,13 @@ __all__ = [
     "check_launcher",
     "compress_config",
     "evaluate_config",
+    "expected_failure",
     "launch_options",
     "manifest_mismatch",
     "real_stages",
     "request_counts",
+    "require_match",
+    "require_method",
 ]
 
 
@@ -88,6 +91,32 @@ def compress_config(plan: Plan, cell: Cell, out: Path) -> CompressConfig:
         device=plan.study.device,
         trust_remote_code=cell.model.trust_remote_code,
     )
+
+
+def require_method(cell: Cell, registered: list[str], where: str = "in this installation") -> None:
+    """A cell whose method is not registered ``where`` fails at compress (a plan may name methods another install
+    has)."""
+    if cell.method not in registered:
+        raise ConfigError(
+            f"plan error: method {cell.method!r} is not registered {where} "
+            f"(registered: {', '.join(sorted(registered))}); install the comptrust-compress that has it (the same on "
+            "every node of a cluster), or remove it from the plan"
+        )
+
+
+def require_match(manifest: Manifest, cell: Cell, where: str) -> None:
+    """An existing checkpoint (at ``where``) made for another cell is never overwritten: that cell fails, saying
+    what differs."""
+    diffs = manifest_mismatch(manifest, cell)
+    if diffs:
+        raise CheckpointError(
+            f"{where} holds a different checkpoint ({'; '.join(diffs)}); move it away or change the study name"
+        )
+
+
+def expected_failure(exc: BaseException) -> bool:
+    """Whether a stage's error is one of ours (a clear message is enough) rather than a bug (keep its traceback)."""
+    return isinstance(exc, ConfigError | CheckpointError) or hasattr(exc, "exit_code")
 
 
 def manifest_mismatch(manifest: Manifest, cell: Cell) -> list[str]:

@@ -275,7 +275,6 @@ class RunSync:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.flushed_chunks = 0
 
     def restore(self) -> int:
         """Rebuild the local run folder from the store; the records it holds."""
@@ -344,7 +343,6 @@ class RunSync:
                 n = data.count(b"\n")
                 self._lines[rel] = self._lines.get(rel, 0) + n
                 sent += n
-                self.flushed_chunks += 1
             return sent
 
     def local_lines(self) -> int:
