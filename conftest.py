@@ -21,8 +21,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -194,3 +195,26 @@ def _no_leaked_process_state() -> Iterator[None]:
     leaks += [f"thread still running: {t.name} ({type(t).__qualname__})" for t in _leftover_threads(threads)]
     if leaks:
         pytest.fail("the test left process-wide state behind:\n  " + "\n  ".join(leaks), pytrace=False)
+
+
+@pytest.fixture
+def cpu_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Literal["bf16", "no-bf16"]], None]:
+    """``cpu_kind("no-bf16")`` makes this machine look, to the CPU dtype decision (comptrust_core.cpu_dtype), like a
+    CPU without bfloat16 hardware (bfloat16 measured at 0.25x float32's speed, the issue's AVX2-only EPYC);
+    ``cpu_kind("bf16")`` like one with it (AMX, measured 2.4x). A synthetic profile goes into a cache of the test's own
+    (``COMPTRUST_CACHE``, which child processes inherit), so no measurement runs and no machine's result leaks in."""
+    from comptrust_core.cpu_dtype import store_profile, synthetic_profile
+
+    monkeypatch.setenv("COMPTRUST_CACHE", str(tmp_path / "cpu-kind-cache"))
+
+    def use(kind: Literal["bf16", "no-bf16"]) -> None:
+        fast = kind == "bf16"
+        store_profile(
+            synthetic_profile(
+                bfloat16=(True, 2.4) if fast else (False, 0.25),
+                capability="AVX512" if fast else "AVX2",
+                cpu="test CPU with AMX" if fast else "test CPU, AVX2 only",
+            )
+        )
+
+    return use

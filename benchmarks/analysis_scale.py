@@ -43,6 +43,7 @@ from comptrust_analysis import (
 from comptrust_analysis.seeds import config_label
 from comptrust_analysis.uncertainty import paired_deltas, prepare, score_cells
 from comptrust_core import Endpoint, Manifest, RunInfo, write_run_info
+from comptrust_core.cpu_dtype import cpu_summary
 
 ENDPOINTS = [f"ep{i}" for i in range(8)]
 PERSPECTIVES = ["toxicity", "stereotype", "advglue", "ood", "adv_demonstration", "privacy", "machine_ethics", "ethics2"]
@@ -256,6 +257,7 @@ def main() -> None:
     if args.child:
         _child(args.child, args.run, args.table)
         return
+    print(f"CPU: {cpu_summary()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="comptrust-scale-") as tmp:
         folder = args.keep or Path(tmp)
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 
 from comptrust_compress import CompressConfig, compress
 from comptrust_core import read_manifest
+from comptrust_core.cpu_dtype import cpu_summary
 
 MODEL = "smollm2-135m-instruct"
 
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--ppl-tokens", type=int, default=None, help="held-out tokens (default: all)")
     parser.add_argument("--keep", type=Path, help="write the checkpoints here instead of a temporary folder")
     args = parser.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as scratch:

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from comptrust_core import record_key
+from comptrust_core.cpu_dtype import cpu_summary
 from comptrust_evaluate import build_plan, load_suite
 from comptrust_evaluate.synthetic_data import ROW_COUNTS, WordTokenizer, write_synthetic_decodingtrust
 from comptrust_evaluate.tasks import _enron_context
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the synthetic data here (kept) instead of a temporary folder")
     parser.add_argument("--dt-compat", action="store_true")
     args = parser.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
     _enron_context.gpt2_tokenizer = WordTokenizer  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp) / "data"

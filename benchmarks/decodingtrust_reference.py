@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 from comptrust_analysis import load_runs, perspective_scores
 from comptrust_analysis.export_dt import dt_model_name, export_decodingtrust
 from comptrust_core import Endpoint
+from comptrust_core.cpu_dtype import cpu_summary
 from comptrust_evaluate.offline import offline_run
 from comptrust_evaluate.plan import Suite, Unit, build_plan, load_suite
 from comptrust_evaluate.scorers import ToxicityScorer
@@ -402,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed at the end)")
     p.add_argument("--toxicity-limit", type=int, default=60, help="prompts per toxicity file (default 60)")
     args = p.parse_args(argv)
+    print(f"CPU: {cpu_summary()}", flush=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="dt-reference-"))
     try:
         data = work / "data"

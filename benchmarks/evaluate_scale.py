@@ -32,6 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from comptrust_core.cpu_dtype import cpu_summary
 from evaluate_throughput import Stub
 
 _FINISHED = re.compile(rb'"finished_at":\s*"([^"]+)"')
@@ -152,6 +153,7 @@ def main() -> None:
     p.add_argument("--skip-full", action="store_true", help="only the kill -9 and rerun measurement")
     p.add_argument("--keep", type=Path, metavar="DIR", help="write the runs and their log here (kept)")
     args = p.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="comptrust-scale-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

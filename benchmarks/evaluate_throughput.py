@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
+from comptrust_core.cpu_dtype import cpu_summary
 from comptrust_evaluate import EndpointSpec, EvaluateConfig, evaluate_async
 from comptrust_evaluate.engine import quiet_gc
 
@@ -266,7 +267,9 @@ def main() -> None:
     p.add_argument("--latency-inflight", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     p.add_argument("--progress", choices=["log", "bar", "off"], default="log", help="the engine's progress display")
-    asyncio.run(_main(p.parse_args()))
+    args = p.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
+    asyncio.run(_main(args))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from comptrust_core.cpu_dtype import cpu_summary
 from evaluate_throughput import _NOT_FOUND, _RESPONSES, Stub, _response, _StubProtocol
 
 FAULTS = ((0.10, "500"), (0.05, "429"), (0.03, "reset"), (0.02, "hang"), (0.03, "malformed"))
@@ -130,6 +131,7 @@ def main() -> None:
     p.add_argument("--steady", type=int, default=30000)
     p.add_argument("--keep", type=Path, metavar="DIR", help="write the runs and their log here (kept)")
     args = p.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

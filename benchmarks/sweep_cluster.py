@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from comptrust_core.cpu_dtype import cpu_summary
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -151,6 +153,7 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=2.0, help="seconds every answer takes")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight per checkpoint")
     args = p.parse_args()
+    print(f"CPU: {cpu_summary()}", flush=True)
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from comptrust_serve.testing import build_tiny_checkpoint

@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from comptrust_core.cpu_dtype import cpu_summary
+
 from comptrust.sweep.cli import main as sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("sweep-engines"))
     args = p.parse_args(argv)
+    print(f"CPU: {cpu_summary()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for engine in ("embedded", "vllm"):

@@ -22,6 +22,7 @@ from typing import Any
 from comptrust_analysis import load_runs, perspective_scores
 from comptrust_compress import CompressConfig, compress
 from comptrust_core import ComptrustError, Endpoint, Record
+from comptrust_core.cpu_dtype import cpu_summary
 from comptrust_evaluate import EvaluateConfig, evaluate
 from comptrust_evaluate.config import EndpointSpec
 from comptrust_evaluate.store.ndjson import read_records
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoints, which vLLM CPU has no float32 kernel for)",
     )
     args = p.parse_args(argv)
+    print(f"CPU: {cpu_summary()}", flush=True)
     outcomes = []
     for kind in args.kinds.split(","):
         began = time.monotonic()

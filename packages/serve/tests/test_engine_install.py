@@ -118,7 +118,7 @@ def _weight_only(folder: Path, dtype: str, bits: int = 4) -> Path:
         "format": "pack-quantized",
         "config_groups": {"group_0": {**group, "input_activations": None}},
     }
-    config["torch_dtype"] = dtype
+    config["dtype"] = config["torch_dtype"] = dtype  # transformers 5 writes and reads `dtype`; older ones the other
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 from comptrust_analysis.power import ALPHA, POWER, Detectable, detectable_drops
 from comptrust_core import MANIFEST_FILE, ComptrustError, read_manifest
+from comptrust_core.cpu_dtype import DtypeChoice, choose_cpu_dtype
 from comptrust_evaluate import get_task, read_records, task_names
 
 from comptrust.sweep.plan import Cell, Plan
@@ -115,6 +116,9 @@ class Estimate:
     serve_slots: int = 1
     """Checkpoints served at once."""
     cluster: str | None = None
+    serving_dtype: DtypeChoice | None = None
+    """On a CPU plan served by the embedded server or vLLM: what a bfloat16 checkpoint (what compress writes) is
+    computed in on this CPU, and why."""
     """The Ray cluster the estimate is for (None: this machine)."""
 
     @property
@@ -232,6 +236,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: Clus
             )
     power = detectable_drops(_per_perspective(requests), _dense_scores(out)) if requests else []
     return Estimate(
+        serving_dtype=_serving_dtype(plan),
         cells=cells,
         stages=stages,
         requests=requests,
@@ -250,6 +255,17 @@ def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: Clus
         serve_slots=max(1, serve_slots),
         cluster=cluster.address if cluster is not None else None,
     )
+
+
+def _serving_dtype(plan: Plan) -> DtypeChoice | None:
+    """What the plan's ``[serve] dtype`` computes a bfloat16 checkpoint in on this CPU (the launchers' decision)."""
+    if plan.study.device != "cpu":
+        return None
+    vllm = plan.serve.launcher == "process" and plan.serve.engine == "vllm"
+    if plan.serve.launcher not in ("embedded", "auto") and not vllm:
+        return None
+    asked = "auto" if vllm and plan.serve.dtype is None else plan.serve.dtype  # vLLM's own default is the checkpoint's
+    return choose_cpu_dtype(asked, "bfloat16")
 
 
 def _per_perspective(requests: dict[str, int]) -> dict[str, int]:
@@ -319,6 +335,13 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
         f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
     ]
+    if est.serving_dtype is not None:
+        choice = est.serving_dtype
+        lines.insert(
+            2,
+            f"serving dtype on this CPU ([serve] dtype {choice.requested or 'unset'}): {choice.dtype}, "
+            f"{choice.reason} (`uv run serve cpu-dtype` says more)",
+        )
     if est.power:
         lines.append(
             f"smallest drop detectable against the dense base at {POWER:.0%} power (paired, two-sided {ALPHA:g}, "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from comptrust_core import BackendInfo, ConfigError, Manifest, MeasuredFacts, write_manifest
+from comptrust_core.cpu_dtype import choose_cpu_dtype
 
 from comptrust_compress._fs import publish_dir, staging_dir
 from comptrust_compress._version import __version__
@@ -163,7 +164,10 @@ def compress(config: CompressConfig) -> Path:
     resolved = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
     name = config.name or default_name(resolved.short_name, method, config)
     store_dtype = storage_dtype(resolved.path)
-    compute_dtype = torch.float32 if device.type == "cpu" else store_dtype
+    # On a CPU every machine computes in the CPU default, float32 (the one decision, comptrust_core.cpu_dtype): fast
+    # on any CPU, and a checkpoint's measured facts (perplexity, the solvers' statistics) do not depend on which CPU
+    # wrote it. On a GPU, the storage dtype.
+    compute_dtype = getattr(torch, choose_cpu_dtype(None, store_dtype).dtype) if device.type == "cpu" else store_dtype
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.trust_remote_code)
     job = _prepare_job(checked, resolved.path, tokenizer)
     # Methods that work layer by layer keep the model on the CPU and move one layer at a time to the device.

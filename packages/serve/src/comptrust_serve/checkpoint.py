@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,25 @@ class Checkpoint:
     path: Path
     name: str
     manifest: Manifest | None = None
+
+    def config(self) -> dict[str, object]:
+        """Its ``config.json`` (an empty dict where it cannot be read: the server's own load reports that)."""
+        try:
+            config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    def stored_dtype(self, config: dict[str, object] | None = None) -> str | None:
+        """The dtype its config declares (``torch_dtype``, or ``dtype`` as transformers 5 writes it; a multimodal
+        config's ``text_config``), as written; None where it declares none."""
+        config = self.config() if config is None else config
+        text = config.get("text_config")
+        for source in (config, text if isinstance(text, dict) else {}):
+            declared = source.get("dtype") or source.get("torch_dtype")
+            if declared:
+                return str(declared)
+        return None
 
 
 def check_checkpoint_files(path: Path) -> None:

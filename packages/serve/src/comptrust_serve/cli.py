@@ -7,6 +7,7 @@ uv run serve --model DIR [--model DIR ...] [--port N] [--host 127.0.0.1] [--laun
 uv run serve ls                      # the containers comptrust started (docker launcher)
 uv run serve stop NAME ... | --all   # stop and remove them
 uv run serve install-engine vllm     # a real vLLM in its own environment, for --launcher process --engine vllm
+uv run serve cpu-dtype [--remeasure] # the dtype this CPU computes fast, and why (what --dtype auto picks)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve checkpoints over HTTP (TGI's API and OpenAI's), write endpoints.json, run until Ctrl-C.",
         epilog="`serve ls` lists the containers comptrust started; `serve stop NAME ... | --all` stops them; "
         "`serve install-engine vllm` installs a real vLLM (CPU or CUDA build, by what this machine has) in its own "
-        "cached environment, where --launcher process --engine vllm finds it.",
+        "cached environment, where --launcher process --engine vllm finds it; `serve cpu-dtype` says which dtype this "
+        "CPU computes fast (what --dtype auto picks).",
     )
     p.add_argument("--model", action="append", required=True, type=Path, metavar="DIR", help="checkpoint folder")
     p.add_argument("--name", action="append", help="endpoint name, once per --model (default: manifest or folder)")
@@ -77,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together per server")
     p.add_argument("--max-concurrent-requests", type=int, default=128, help="queued + running per server; then 429")
     p.add_argument("--max-total-tokens", type=int, help="prompt + generated tokens per request")
-    p.add_argument("--dtype", help="float32, bfloat16, float16 or auto (default: float32 on CPU, bfloat16 on GPU)")
+    p.add_argument(
+        "--dtype",
+        help="float32, bfloat16, float16 or auto: the checkpoint's own, on a CPU only where this CPU computes it fast "
+        "(`serve cpu-dtype` says), else float32 (default: float32 on CPU, bfloat16 on GPU)",
+    )
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--api-key-env", metavar="VAR", help="require the bearer token held in environment variable VAR")
     p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own modeling code")
@@ -188,15 +194,44 @@ def _install_engine(argv: list[str]) -> int:
     return 0
 
 
+def _cpu_dtype(argv: list[str]) -> int:
+    from comptrust_core import cache_dir
+    from comptrust_core.cpu_dtype import FAST_RATIO, choose_cpu_dtype, cpu_profile
+
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} cpu-dtype",
+        description="Which dtype this CPU computes fast: what torch reports and what a short measurement gives, "
+        "and what --dtype auto serves a bfloat16 or float16 checkpoint in here. Measured once per machine, cached.",
+    )
+    p.add_argument("--remeasure", action="store_true", help="measure again (e.g. on an idle machine)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    profile = cpu_profile(remeasure=args.remeasure)
+    print(f"CPU: {profile.describe()}, {profile.threads} threads, torch {profile.torch_version}")
+    print(f"measured {profile.measured_at} in {profile.measure_seconds:.1f} s (cached in {cache_dir()})")
+    for dtype in ("bfloat16", "float16"):
+        rows = ", ".join(f"{v:.2f}x at {r}" for r, v in profile.speed_by_rows.get(dtype, {}).items())
+        hardware = {True: "yes", False: "no", None: "unknown"}[profile.hardware.get(dtype)]
+        speed = profile.speed.get(dtype, 0.0)
+        verdict = "fast" if profile.fast(dtype) else "slow"
+        print(f"{dtype}: hardware {hardware}; {speed:.2f}x float32's speed ({rows} rows) -> {verdict}")
+        auto = choose_cpu_dtype("auto", dtype, lambda: profile).dtype
+        print(f"  --dtype auto serves a {dtype} checkpoint in {auto}")
+    print(f"(a 16-bit dtype is fast with its hardware and at least {FAST_RATIO:.2f}x float32's measured speed)")
+    return 0
+
+
 def _subcommand(name: str, argv: list[str]) -> int:
     from comptrust_serve.manage import ls_main, stop_main
 
-    return {"ls": ls_main, "stop": stop_main, "install-engine": _install_engine}[name](argv)
+    commands = {"ls": ls_main, "stop": stop_main, "install-engine": _install_engine, "cpu-dtype": _cpu_dtype}
+    return commands[name](argv)
 
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("ls", "stop", "install-engine"):
+    if argv and argv[0] in ("ls", "stop", "install-engine", "cpu-dtype"):
         return _subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

@@ -43,9 +43,9 @@ CORPUS = [
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def build_tiny_checkpoint(folder: Path, *, seed: int = 0, max_positions: int = 256) -> Path:
+def build_tiny_checkpoint(folder: Path, *, seed: int = 0, max_positions: int = 256, dtype: str = "float32") -> Path:
     """Write config.json, model.safetensors and tokenizer files for a 2-layer, 64-wide LlamaForCausalLM
-    (``max_positions``: its context; a whole benchmark prompt needs about 2048)."""
+    (``max_positions``: its context; a whole benchmark prompt needs about 2048), stored in ``dtype``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -75,7 +75,7 @@ def build_tiny_checkpoint(folder: Path, *, seed: int = 0, max_positions: int = 2
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))  # type: ignore[no-untyped-call]
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from comptrust_core import ConfigError
+from comptrust_core.cpu_dtype import choose_cpu_dtype
 
 from comptrust_serve.checkpoint import check_checkpoint_files
 
@@ -55,9 +56,15 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | None, device: torch.device, config_dtype: object) -> torch.dtype:
-    """``None`` → float32 on CPU, bfloat16 on GPU; ``auto`` → the checkpoint's own dtype; else the named dtype."""
+    """``None`` → float32 on CPU, bfloat16 on GPU; ``auto`` → the checkpoint's own dtype (on a CPU only where this
+    CPU computes it fast, else float32); else the named dtype. On a CPU the decision is
+    :func:`comptrust_core.cpu_dtype.choose_cpu_dtype`'s, logged when it falls back or warns."""
+    if device.type == "cpu":
+        choice = choose_cpu_dtype(dtype, config_dtype)
+        choice.log("embedded server", logger)
+        return DTYPES[choice.dtype]
     if dtype is None:
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
+        return torch.bfloat16
     if dtype == "auto":
         if isinstance(config_dtype, torch.dtype):
             return config_dtype

@@ -21,13 +21,14 @@ command line.
 
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comptrust_core import ConfigError
+from comptrust_core.cpu_dtype import choose_cpu_dtype, cpu_profile, dtype_name
 from comptrust_core.endpoint import Protocol
 
 from comptrust_serve.checkpoint import Checkpoint
@@ -45,8 +46,11 @@ __all__ = [
     "engine_command",
     "engine_spec",
     "shard_count",
+    "vllm_cpu_dtype",
     "vllm_cpu_flags",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The dtypes TGI's --dtype takes (it picks one itself from the checkpoint's config otherwise).
 TGI_DTYPES = ("float16", "bfloat16")
@@ -242,6 +246,8 @@ class EngineCommand:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     protocol: Protocol
+    dtype: str | None = None
+    """The ``--dtype`` it was given (vLLM's CPU build: what :func:`vllm_cpu_dtype` decided)."""
 
 
 VLLM_MODULE = ("-m", "vllm.entrypoints.openai.api_server")
@@ -280,18 +286,10 @@ def vllm_cpu_flags(extra_args: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _config(checkpoint: Checkpoint) -> dict[str, object]:
-    try:
-        config = json.loads((checkpoint.path / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def weight_only_int_bits(checkpoint: Checkpoint, config: dict[str, object] | None = None) -> int | None:
     """The bit width of a compressed-tensors checkpoint's integer weights when its activations stay unquantized
     (W4A16, W8A16, W3A16: what GPTQ, AWQ and RTN write), else None. ``config``: its config.json, if read already."""
-    quant = (config if config is not None else _config(checkpoint)).get("quantization_config")
+    quant = (config if config is not None else checkpoint.config()).get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
         return None
     for group in (quant.get("config_groups") or {}).values():
@@ -306,27 +304,50 @@ VLLM_CPU_WEIGHT_BITS = (4,)
 3-bit checkpoint fails at start-up with "Failed to find a kernel that can implement the WNA16 linear layer")."""
 
 
-def check_vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> None:
-    """vLLM's CPU build runs integer weight-only checkpoints through its WNA16 kernel (``cpu_gemm_wna16``), which
-    takes 4-bit weights only and has no float32 version: otherwise the engine dies minutes into start-up. Refuse
-    those before start-up."""
-    config = _config(checkpoint)
+def vllm_cpu_dtype(checkpoint: Checkpoint, options: LaunchOptions) -> str | None:
+    """The ``--dtype`` vLLM's CPU build gets for ``checkpoint``, decided before minutes of start-up.
+
+    vLLM's CPU build computes a 16-bit checkpoint in bfloat16 unless told otherwise, which is slow on a CPU without
+    bfloat16 hardware: there ``auto`` (and no ``--dtype``) become float32, as for the embedded server
+    (:func:`comptrust_core.cpu_dtype.choose_cpu_dtype`, one line saying why), and an explicit 16-bit dtype is kept
+    with a warning. Integer weight-only checkpoints go through its WNA16 kernel (``cpu_gemm_wna16``), which takes
+    4-bit weights only and has no float32 version: other widths and float32 are refused (the engine would die minutes
+    into start-up), and where 16-bit is slow on this CPU the warning says what that costs.
+    """
+    config = checkpoint.config()
     bits = weight_only_int_bits(checkpoint, config)
+    stored = checkpoint.stored_dtype(config)
+    asked = options.dtype
     if bits is None:
-        return
+        choice = choose_cpu_dtype("auto" if asked is None else asked, stored)
+        choice.log(f"{checkpoint.name} (vLLM CPU)", logger)
+        return "float32" if asked in (None, "auto") and choice.note else asked
     if bits not in VLLM_CPU_WEIGHT_BITS:
         raise ConfigError(
             f"{checkpoint.name}: vLLM's CPU build runs only 4-bit integer weights (its CPUWNA16 kernel), not "
             f"W{bits}A16; serve it with the embedded server (--launcher embedded) or with vLLM on a GPU"
         )
-    dtype = options.dtype
-    if dtype in (None, "auto"):
-        dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
-    if dtype in ("float32", "float"):
+    computed = dtype_name(stored if asked in (None, "auto") else asked)
+    if computed == "float32":
         raise ConfigError(
             f"{checkpoint.name}: vLLM's CPU build has no float32 kernel for W{bits}A16 weights (compressed-tensors, "
             "its cpu_gemm_wna16); serve it with --dtype bfloat16 (or float16), or on a GPU"
         )
+    sixteen = computed or "bfloat16"
+    profile = cpu_profile()
+    if not profile.fast(sixteen):
+        ratio = profile.speed.get(sixteen)
+        cost = f"expect it about {1 / ratio:.1f}x slower than float32 would be here" if ratio else "expect it slow"
+        logger.warning(
+            "%s (vLLM CPU): its W%dA16 weights run only in %s (vLLM's cpu_gemm_wna16 has no float32), and %s: %s; "
+            "the embedded server serves this checkpoint in float32, dequantized at load (--launcher embedded)",
+            checkpoint.name,
+            bits,
+            sixteen,
+            profile.why(sixteen),
+            cost,
+        )
+    return asked
 
 
 def engine_command(
@@ -342,15 +363,18 @@ def engine_command(
     spec = engine_spec(options.engine)
     site = Site(str(checkpoint.path), options.host, port, master_port=master_port)
     program, cpu = _program(options, environ)
+    if cpu:
+        dtype = vllm_cpu_dtype(checkpoint, options)
+        if dtype != options.dtype:
+            options = replace(options, dtype=dtype)
     args = engine_args(checkpoint, options, site)
     if spec.name == "vllm" and program[-2:] == VLLM_MODULE:
         args = ["--model", *args]  # the server module takes the folder as --model, `vllm serve` as its argument
     if cpu:
-        check_vllm_cpu_dtype(checkpoint, options)
         args += vllm_cpu_flags(options.extra_args)
     argv = (*program, *args)
     env: dict[str, str] = {}
     if options.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
     env.update(api_key_environment(options, environ))
-    return EngineCommand(argv, env, spec.protocol)
+    return EngineCommand(argv, env, spec.protocol, options.dtype)

@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -172,7 +173,7 @@ class ProcessLauncher:
         env = {**environ, **command.env, "PYTHONUNBUFFERED": "1"}
         return serve_child(
             checkpoint,
-            options,
+            replace(options, dtype=command.dtype),
             port,
             argv,
             env,
