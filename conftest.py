@@ -218,3 +218,49 @@ def cpu_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Liter
         )
 
     return use
+
+
+class SmallFilesystem:
+    """A real filesystem of a few MiB (tmpfs) mounted at ``path``, that fills up like any disk: ``grow(mib)`` makes
+    it larger (``mount -o remount``), as freeing space would."""
+
+    def __init__(self, path: Path, mib: float) -> None:
+        import subprocess
+
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(mib * 1024)}k", "tmpfs", str(path)], check=True)
+
+    def grow(self, mib: float) -> None:
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,size={int(mib * 1024)}k", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[float], SmallFilesystem]]:
+    """``small_fs(mib)`` mounts a real tmpfs of that size under the test's folder (root only: the test skips, saying
+    why, where it cannot mount one); every one is unmounted after the test."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a real small filesystem needs root and mount(8) (tmpfs); the write-layer tests cover the rest")
+    mounted: list[SmallFilesystem] = []
+
+    def make(mib: float) -> SmallFilesystem:
+        try:
+            fs = SmallFilesystem(tmp_path / f"small-fs-{len(mounted)}", mib)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            pytest.skip(f"cannot mount a tmpfs here ({exc}); the write-layer tests cover the rest")
+        mounted.append(fs)
+        return fs
+
+    yield make
+    for fs in mounted:
+        fs.unmount()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -27,9 +29,11 @@ from comptrust_core import (
     Record,
     RequestSpec,
     RunDirError,
+    StorageError,
     write_manifest,
 )
-from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, RunSummary
+from comptrust_evaluate import EndpointSpec, EndpointSummary, EvaluateConfig, RunSummary, evaluate_async
+from comptrust_evaluate.testing import FakeEndpoint
 from comptrust_serve import LaunchOptions, ServerHandle, ServerStartError
 
 from comptrust.sweep.cli import main
@@ -48,7 +52,7 @@ class Crash(BaseException):
 class FakeServer(ServerHandle):
     def __init__(self, fakes: Fakes, name: str, gpus: tuple[int, ...]) -> None:
         self.fakes, self.gpus, self.alive = fakes, gpus, True
-        self.endpoint = Endpoint(name=name, url=f"http://127.0.0.1:{9000 + len(fakes.launched)}")
+        self.endpoint = Endpoint(name=name, url=fakes.endpoint_url or f"http://127.0.0.1:{9000 + len(fakes.launched)}")
 
     def is_alive(self) -> bool:
         return self.alive
@@ -70,6 +74,8 @@ class Fakes:
     crash_evaluate: set[str] = field(default_factory=set)
     stop_evaluate: set[str] = field(default_factory=set)  # the endpoint's breaker gives up after 2 of 5 requests
     crash_compress: set[str] = field(default_factory=set)
+    full_disk: dict[str, str] = field(default_factory=dict)  # cell -> the stage whose write the disk refuses
+    endpoint_url: str | None = None  # a real endpoint the fake servers stand for: then evaluate is the real one
     slow_launch: dict[str, threading.Event] = field(default_factory=dict)
     pair_up: bool = False  # evaluations wait for a partner: proves two servers run at once
     compressed: list[str] = field(default_factory=list)
@@ -90,6 +96,8 @@ class Fakes:
             raise Crash(config.name)
         if config.name in self.fail_compress:
             raise ConfigError(f"--bits {config.bits} cannot be done here")
+        if self.full_disk.get(config.name) == "compress":
+            raise StorageError(f"could not write the checkpoint to {config.out}: [Errno 28] No space left on device")
         config.out.mkdir(parents=True)
         calibration = (
             CalibrationSpec(source="comptrust:calibration.txt", samples=16, seqlen=128, seed=config.calib_seed)
@@ -136,6 +144,11 @@ class Fakes:
             await asyncio.wait_for(self.barrier.wait(), timeout=60)
         if name in self.crash_evaluate:
             raise Crash(name)
+        if self.full_disk.get(name) == "evaluate":
+            raise StorageError(f"could not write records to {config.out}: [Errno 28] No space left on device")
+        if self.endpoint_url is not None:
+            self.evaluated.append(name)
+            return await evaluate_async(config)
         # like evaluate's run folder: resumable by the same request selection only
         asked = config.out / "asked.txt"
         selection = repr((config.suite, config.limit, config.task_limits, config.tasks, config.sample))
@@ -634,3 +647,73 @@ def test_nothing_imports_ray_unless_the_executor_is_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_full_disk_stops_the_study_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One cell's write refused: that cell fails with the reason, no other cell starts (they would hit it too), no
+    analysis is written, the sweep exits 4 in one line, `sweep status` shows it; a rerun once there is room ends it."""
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(_plan(tmp_path / "out"))
+    fakes = Fakes(full_disk={"m-gptq-w4-seed1": "evaluate"})
+    monkeypatch.setattr("comptrust.sweep.runner.real_stages", fakes.stages)
+    assert main([str(plan_file)]) == 4
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("sweep: error:"))
+    assert "the study stopped: [m-gptq-w4-seed1] evaluate: could not write records" in line
+    assert "No space left on device" in line and "3 checkpoint(s) not done, no analysis written" in line
+    assert fakes.evaluated == ["m-dense", "m-gptq-w4-seed0"] and fakes.analyzed == [] and fakes.running == []
+    assert main(["status", str(plan_file)]) == 0
+    status = capsys.readouterr().out
+    assert re.search(r"m-gptq-w4-seed1 +failed \(evaluate: could not write records", status)
+    assert re.search(r"m-magnitude-2of4 +compressed", status)
+
+    fakes.full_disk.clear()  # the space is back
+    assert main([str(plan_file)]) == 0
+    assert sorted(fakes.evaluated) == sorted(NAMES)  # the two done before are not done again
+    assert len(fakes.analyzed) == 1
+
+
+def test_a_full_disk_while_compressing_stops_before_serving(tmp_path: Path) -> None:
+    plan = parse_plan(_plan(tmp_path / "out"))
+    fakes = Fakes(full_disk={"m-gptq-w4-seed0": "compress"})
+    result = run_sweep(plan, tmp_path / "plan.toml", fakes.stages())
+    assert result.halted is not None and result.halted.startswith("[m-gptq-w4-seed0] compress: could not write")
+    assert fakes.compressed == ["m-dense", "m-gptq-w4-seed0"] and fakes.launched == [] and fakes.analyzed == []
+    assert result.failed == ("m-gptq-w4-seed0",)
+
+
+@pytest.mark.timeout(300)
+def test_the_quickstart_plan_on_a_disk_that_fills_during_evaluate(
+    tmp_path: Path, small_fs: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The quickstart plan, its output on a real small filesystem, records written by the real evaluate (the
+    servers stand-ins): the disk fills in the middle of a cell, the sweep stops in one line with exit 4, every
+    records file ends on a whole record; grown, the same command finishes with exactly one record per request."""
+    fs = small_fs(0.25)
+    monkeypatch.chdir(fs.path)  # the plan's outputs (sweeps/quickstart) are relative to it
+    plan_file = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+    plan = parse_plan(plan_file.read_text())
+    with FakeEndpoint() as endpoint:
+        fakes = Fakes(methods=sorted({c.method for c in plan.cells()}), endpoint_url=endpoint.url)
+        monkeypatch.setattr("comptrust.sweep.runner.real_stages", fakes.stages)
+        assert main([str(plan_file)]) == 4
+        line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("sweep: error:"))
+        assert "evaluate: could not write records to " in line and "[Errno 28] No space left on device" in line
+        assert f"filesystem {fs.path}" in line
+        out = fs.path / "sweeps" / "quickstart"
+        for records in (out / "runs").glob("*/records/*.ndjson"):
+            data = records.read_bytes()
+            assert not data or data.endswith(b"\n")
+            for raw in records.read_text().splitlines():
+                Record.model_validate_json(raw)
+        assert 1 <= len(fakes.evaluated) < len(plan.cells())
+
+        fs.grow(8)
+        assert main([str(plan_file)]) == 0
+    per_request = request_counts(plan)
+    for cell in plan.cells():
+        lines = (out / "runs" / cell.name / "records" / f"{cell.name}.ndjson").read_text().splitlines()
+        keys = [json.loads(x)["key"] for x in lines]
+        assert len(keys) == len(set(keys)) == sum(per_request.values())

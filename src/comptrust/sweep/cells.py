@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust_core import MANIFEST_FILE, ConfigError, Manifest
+from comptrust_core.storage import is_storage_error
 from comptrust_evaluate import EndpointSpec, RunSummary
 from comptrust_serve import ServerHandle
 
@@ -40,7 +41,7 @@ from comptrust.sweep.stages import (
     require_match,
     require_method,
 )
-from comptrust.sweep.store import RunSync, StudyStore
+from comptrust.sweep.store import RunSync, StoreRefused, StudyStore
 
 __all__ = ["CellJob", "cell_cache", "compress_cell", "serve_evaluate_cell", "stored_checkpoint"]
 
@@ -105,7 +106,16 @@ def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
         error = f"{exc.__class__.__name__}: {error}"
     else:
         log.error("%s failed: %s", stage, error)
-    return {"ok": False, "stage": "failed", "failed_stage": stage, "error": error, "node": _node()}
+    # a write this node's own disk refused (not the study store's): another node may do the cell
+    node_disk = is_storage_error(exc) and not isinstance(exc, StoreRefused)
+    return {
+        "ok": False,
+        "stage": "failed",
+        "failed_stage": stage,
+        "error": error,
+        "node": _node(),
+        "node_disk_full": node_disk,
+    }
 
 
 def stored_checkpoint(store: StudyStore, cell: Cell) -> dict[str, Any] | None:

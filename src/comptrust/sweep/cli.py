@@ -8,7 +8,7 @@ from pathlib import Path
 
 from comptrust_analysis.report import gate_summary
 from comptrust_compress import quiet_backend_output
-from comptrust_core import run_cli, setup_logging
+from comptrust_core import StorageError, run_cli, setup_logging
 
 from comptrust.sweep.plan import load_plan
 from comptrust.sweep.state import load_state
@@ -104,6 +104,12 @@ def _main(argv: list[str] | None) -> int:
     from comptrust.sweep.runner import run_sweep
 
     result = run_sweep(plan, args.plan, executor=args.executor, address=args.address)
+    if result.halted:
+        left = sum(1 for cs in result.state.cells.values() if cs.stage not in ("evaluated", "failed"))
+        raise StorageError(
+            f"the study stopped: {result.halted}; {left} checkpoint(s) not done, no analysis written; "
+            f"see `sweep status {args.plan}`, free space under {result.out}, then rerun the same command: it resumes"
+        )
     print(result.report)
     print(f"outputs in {result.out}/ (checkpoints/, runs/, analysis/)")
     gate_failed = _gate_line(result.gate)

@@ -158,9 +158,15 @@ def _name_this_node() -> None:
     os.environ["COMPTRUST_NODE_NAME"] = f"{os.uname().nodename}:{ray.get_runtime_context().get_node_id()[:8]}"
 
 
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
 def _compress_task(job: CellJob, stages: Stages) -> dict[str, Any]:
     _name_this_node()
-    return compress_cell(job, stages)
+    return {**compress_cell(job, stages), "node_id": _node_id()}
 
 
 def _serve_task(job: CellJob, stages: Stages, board: Any, compressed: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +181,7 @@ def _serve_task(job: CellJob, stages: Stages, board: Any, compressed: dict[str, 
         with contextlib.suppress(Exception):
             board.update.remote(update)
 
-    return serve_evaluate_cell(job, stages, gpus, report)
+    return {**serve_evaluate_cell(job, stages, gpus, report), "node_id": _node_id()}
 
 
 class _Board:
@@ -242,6 +248,12 @@ def _duration(seconds: float) -> str:
 class _Submitted:
     cell: Cell
     kind: str  # "compress" | "serve"
+    compressed: Any = None  # a serve task's: the compression outcome it was given (a ref), for a rerun elsewhere
+
+
+def avoiding(nodes: set[str]) -> dict[str, Any]:
+    """Task options that keep a task off ``nodes`` (Ray's node-id label)."""
+    return {"label_selector": {"ray.io/node-id": f"!in({','.join(sorted(nodes))})"}} if nodes else {}
 
 
 def adopt_store_outcomes(store: StudyStore, cells: list[Cell], state: SweepState, fingerprint: str) -> None:
@@ -340,6 +352,7 @@ def run_cells(
     board: Any = ray.remote(_Board).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
     stages_ref = ray.put(stages)
     refs: dict[Any, _Submitted] = {}
+    full: dict[str, set[str]] = {}  # per cell, the nodes whose own disk refused its writes
     for cell in todo:
         job = CellJob(plan_json=plan_json, cell=cell.name, store_url=store.url, requests=requests)
         made = _checkpoint_in_store(store, cell)
@@ -350,7 +363,7 @@ def run_cells(
             c_ref = compress.remote(job, stages_ref)
             refs[c_ref] = _Submitted(cell, "compress")
         s_ref = serve.remote(job, stages_ref, board, c_ref)
-        refs[s_ref] = _Submitted(cell, "serve")
+        refs[s_ref] = _Submitted(cell, "serve", c_ref)
     save()
     log.info(
         "submitted %d cell(s) to the cluster at %s (%d node(s); %d compression and %d serve+evaluate cells fit at "
@@ -377,6 +390,27 @@ def run_cells(
                     log.error("[%s] %s: %s (the rest of the study goes on)", sub.cell.name, sub.kind, outcome["error"])
                 if outcome.get("skipped"):
                     continue
+                if outcome.get("node_disk_full") and outcome.get("node_id"):
+                    bad = full.setdefault(sub.cell.name, set())
+                    bad.add(str(outcome["node_id"]))
+                    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+                    if alive - bad:  # another node can take it: the cell is not failed, it moves
+                        log.warning(
+                            "[%s] %s on %s: %s; running it again on another node",
+                            sub.cell.name,
+                            sub.kind,
+                            outcome.get("node"),
+                            outcome.get("error"),
+                        )
+                        job = CellJob(plan_json=plan_json, cell=sub.cell.name, store_url=store.url, requests=requests)
+                        elsewhere = avoiding(bad)
+                        c_ref = sub.compressed
+                        if sub.kind == "compress":
+                            c_ref = compress.options(**elsewhere).remote(job, stages_ref)
+                            refs[c_ref] = _Submitted(sub.cell, "compress")
+                        s_ref = serve.options(**elsewhere).remote(job, stages_ref, board, c_ref)
+                        refs[s_ref] = _Submitted(sub.cell, "serve", c_ref)
+                        continue
                 _apply(cs, sub.cell, sub.kind, outcome)
                 if sub.kind == "serve" and outcome.get("ok"):
                     progress.finished_requests[sub.cell.name] = int(outcome.get("ok_requests", 0))

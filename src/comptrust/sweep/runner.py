@@ -16,13 +16,14 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from comptrust_analysis import AnalysisConfig
 from comptrust_analysis.report import Gate
 from comptrust_core import MANIFEST_FILE, CheckpointError, read_manifest
+from comptrust_core.storage import is_storage_error
 from comptrust_serve import ServerHandle
 
 from comptrust.sweep.cells import endpoint_of, launch_servers
@@ -54,12 +55,29 @@ class SweepResult:
     failed: tuple[str, ...]
     gate: dict[str, object] | None = None
     """The ``[gate]`` verdict (``analysis/gate.json``), where the plan has one."""
+    halted: str | None = None
+    """Why the study stopped before its end: a write the disk refused (its cell's error); the other cells were not
+    started, and no analysis was written."""
+
+
+def _storage_halt(cell: Cell, stage: str, exc: BaseException) -> str | None:
+    """The study's stop reason when ``exc`` is a write the disk refused (every other cell would hit it too)."""
+    if not is_storage_error(exc):
+        return None
+    return f"[{cell.name}] {stage}: {exc}"
 
 
 def _fail(cell: Cell, cs: CellState, stage: str, exc: Exception) -> None:
     cs.stage, cs.failed_stage = "failed", stage
     cs.error = str(exc) or exc.__class__.__name__
-    if expected_failure(exc):
+    if is_storage_error(exc):
+        log.error(
+            "[%s] %s failed: %s (the study stops: every other cell would hit it too)",
+            cell.name,
+            stage,
+            cs.error,
+        )
+    elif expected_failure(exc):
         log.error("[%s] %s failed: %s (the rest of the grid goes on)", cell.name, stage, cs.error)
     else:  # not one of ours: keep the traceback in the log, the cell still fails alone
         log.exception("[%s] %s failed unexpectedly (the rest of the grid goes on)", cell.name, stage)
@@ -87,9 +105,24 @@ class _Sweep:
     out: Path
     state: SweepState
     stages: Stages
+    halt: list[str] = field(default_factory=list)
+    """Set (once) when a cell hit a write the disk refused: no other cell starts."""
 
     def save(self) -> None:
-        save_state(self.out, self.state)
+        try:
+            save_state(self.out, self.state)
+        except Exception as exc:  # the disk full: the study stops (the file on disk is still the last whole one)
+            if not is_storage_error(exc):
+                raise
+            log.error("could not update %s/sweep-state.json: %s", self.out, exc)
+            if not self.halt:
+                self.halt.append(f"sweep-state.json: {exc}")
+
+    def fail(self, cell: Cell, cs: CellState, stage: str, exc: Exception) -> None:
+        _fail(cell, cs, stage, exc)
+        reason = _storage_halt(cell, stage, exc)
+        if reason is not None and not self.halt:
+            self.halt.append(reason)
 
 
 def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
@@ -97,6 +130,8 @@ def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
     known = stages.methods()
     ready: list[Cell] = []
     for cell in cells:
+        if sweep.halt:
+            break
         cs = state.cells[cell.name]
         try:
             require_method(cell, known)
@@ -104,7 +139,7 @@ def _compress_all(sweep: _Sweep, cells: list[Cell]) -> list[Cell]:
             cs.stage, cs.error, cs.failed_stage, cs.cell = "compressed", None, None, cell.model_dump_json()
             ready.append(cell)
         except Exception as exc:
-            _fail(cell, cs, "compress", exc)
+            sweep.fail(cell, cs, "compress", exc)
         save()
     return ready
 
@@ -174,11 +209,11 @@ async def _serve_and_evaluate(sweep: _Sweep, cells: list[Cell]) -> None:
                     cs.errors,
                 )
         except Exception as exc:
-            _fail(cell, cs, stage, exc)
+            sweep.fail(cell, cs, stage, exc)
         save()
 
     async def worker(gpus: tuple[int, ...]) -> None:
-        while queue:
+        while queue and not sweep.halt:
             await one(queue.popleft(), gpus)
 
     log.info("serving %d checkpoint(s), up to %d at once", len(cells), len(slots))
@@ -236,11 +271,14 @@ def run_sweep(
             if cell not in todo:
                 log.info("[%s] already evaluated; skipping", cell.name)
         ready = _compress_all(sweep, todo)
-        if ready:
+        if ready and not sweep.halt:
             asyncio.run(_serve_and_evaluate(sweep, ready))
         run_dirs = tuple(out / "runs" / c.name for c in cells if state.cells[c.name].stage == "evaluated")
     report = ""
     gate: dict[str, object] | None = None
+    if sweep.halt:  # the analysis would be written to the same disk, and would leave out the cells not done
+        failed = tuple(c.name for c in cells if state.cells[c.name].stage == "failed")
+        return SweepResult(out=out, state=state, report=report, failed=failed, halted=sweep.halt[0])
     if run_dirs:
         a = plan.analyze
         config = AnalysisConfig(

@@ -32,12 +32,24 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from comptrust_core import MANIFEST_FILE, RECORDS_DIR, ConfigError
+from comptrust_core import MANIFEST_FILE, RECORDS_DIR, ConfigError, StorageError
+from comptrust_core.storage import is_storage_error, storage_error
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["RunSync", "StaleAttempt", "StudyStore"]
+__all__ = ["PUT_TRIES", "RunSync", "StaleAttempt", "StoreRefused", "StudyStore"]
 
 log = logging.getLogger(__name__)
+
+
+class StoreRefused(StorageError):
+    """The study store would not take a write (its disk full, its quota or permissions, an object store's refusal
+    after every retry): not this node's fault, so another node would not do better."""
+
+
+PUT_TRIES = 5
+"""Tries of one put to an object store before the cell fails with the store's message."""
+PUT_BACKOFF_S = 0.5
+"""The wait before the first retry of a refused put; it doubles with each retry (0.5, 1, 2, 4 s)."""
 
 _CHUNKS = ".chunks"
 _WHOLE = "-whole.ndjson"
@@ -89,18 +101,24 @@ class StudyStore:
             return None
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write one file whole: readers see all of it or none (a rename on a filesystem, one put elsewhere)."""
+        """Write one file whole: readers see all of it or none (a rename on a filesystem, one put elsewhere). A
+        write the disk refuses is a :class:`~comptrust_core.StorageError`, leaving nothing behind; a put the object
+        store refuses is retried (:data:`PUT_TRIES`, with backoff), then one too."""
         target = self.path(rel)
         if self.is_local:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                Path(tmp).unlink(missing_ok=True)
+                raise self._refused(rel, exc) from exc
         else:
-            self.fs.pipe_file(target, data)
+            self._put(rel, lambda: self.fs.pipe_file(target, data))
 
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
@@ -110,10 +128,46 @@ class StudyStore:
             target = Path(self.path(rel))
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, target)
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, target)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise self._refused(rel, exc) from exc
         else:
-            self.fs.put_file(str(local), self.path(rel))
+            self._put(rel, lambda: self.fs.put_file(str(local), self.path(rel)))
+
+    def _refused(self, rel: str, exc: OSError) -> Exception:
+        """A local write that failed: the store's own one-line error where the disk refused it, else ``exc``."""
+        if not is_storage_error(exc):
+            return exc
+        return StoreRefused(
+            str(storage_error(Path(self.path(rel)), exc, "to the study store", after="then rerun the sweep"))
+        )
+
+    def _put(self, rel: str, put: Callable[[], object]) -> None:
+        """One put to an object store, retried with backoff when refused; then a StorageError with its message."""
+        for attempt in range(1, PUT_TRIES + 1):
+            try:
+                put()
+                return
+            except Exception as exc:  # an object store's refusals come as many types (ClientError, OSError, ...)
+                if attempt == PUT_TRIES:
+                    raise StoreRefused(
+                        f"the study store {self.url} refused to write {rel} {PUT_TRIES} times, the last: "
+                        f"{type(exc).__name__}: {exc}; check the store (quota, permissions, credentials), then rerun "
+                        "the sweep"
+                    ) from exc
+                delay = PUT_BACKOFF_S * 2 ** (attempt - 1)
+                log.warning(
+                    "the study store refused %s (%s: %s); retry %d in %.1f s",
+                    rel,
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    delay,
+                )
+                time.sleep(delay)
 
     def names(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty when it is missing)."""

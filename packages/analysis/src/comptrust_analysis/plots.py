@@ -9,6 +9,7 @@ dashed line, or the point at sparsity 0).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+from comptrust_core import atomic_write_bytes
 
 from comptrust_analysis.seeds import AGGREGATES, PERSPECTIVE_ORDER
 
@@ -172,7 +174,9 @@ def write_plots(seeds: pl.DataFrame, folder: Path) -> list[Path]:
         for ext in ("png", "svg"):
             path = folder / f"{stem}.{ext}"
             # SVG text stays text (smaller, and no glyph ids that clash when several SVGs share one HTML page)
+            rendered = io.BytesIO()
             with rc_context({"svg.fonttype": "none"}):
-                fig.savefig(path, format=ext, dpi=110)
+                fig.savefig(rendered, format=ext, dpi=110)
+            atomic_write_bytes(path, rendered.getvalue())  # a full disk leaves the previous plot as it was
             written.append(path)
     return written

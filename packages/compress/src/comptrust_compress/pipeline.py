@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from comptrust_core import BackendInfo, ConfigError, Manifest, MeasuredFacts, write_manifest
 from comptrust_core.cpu_dtype import choose_cpu_dtype
+from comptrust_core.storage import as_os_error, check_free_space, human_bytes, is_storage_error, storage_error
 
 from comptrust_compress._fs import publish_dir, staging_dir
 from comptrust_compress._version import __version__
@@ -34,6 +35,7 @@ from comptrust_compress.errors import VerificationError
 from comptrust_compress.methods import CompressionMethod, get_method
 from comptrust_compress.methods.base import Job
 from comptrust_compress.models import ModelKind, check_model_source, resolve_model
+from comptrust_compress.space import checkpoint_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -170,6 +172,14 @@ def compress(config: CompressConfig) -> Path:
     compute_dtype = getattr(torch, choose_cpu_dtype(None, store_dtype).dtype) if device.type == "cpu" else store_dtype
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.trust_remote_code)
     job = _prepare_job(checked, resolved.path, tokenizer)
+    needed = checkpoint_bytes(
+        resolved.path,
+        job,
+        store_bytes=store_dtype.itemsize,
+        bits=method.method_spec(config).bits,
+        packed=bool(job.group_sizes) and (config.export or "compressed") == "compressed",
+    )
+    check_free_space(config.out.absolute().parent, needed, f"the checkpoint {name}")
     # Methods that work layer by layer keep the model on the CPU and move one layer at a time to the device.
     home = torch.device("cpu") if method.loads_on_cpu else device
     log.info("loading %s from %s (%s on %s)", config.model, resolved.path, dtype_name(compute_dtype), home)
@@ -179,52 +189,64 @@ def compress(config: CompressConfig) -> Path:
     template = getattr(tokenizer, "chat_template", None)
 
     out = config.out
-    with staging_dir(out) as tmp:
-        log.info("compressing with %s into %s", method.name, tmp)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        method.apply(model, tokenizer, config, device, job)
-        method.save(model, tokenizer, tmp, store_dtype, config)
-        # The peak of the compression itself (on CUDA: one layer plus activations for layer-wise methods).
-        compression_peak = peak_memory(device)
-        del model, tokenizer
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    try:
+        with staging_dir(out) as tmp:
+            log.info("compressing with %s into %s", method.name, tmp)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            method.apply(model, tokenizer, config, device, job)
+            method.save(model, tokenizer, tmp, store_dtype, config)
+            # The peak of the compression itself (on CUDA: one layer plus activations for layer-wise methods).
+            compression_peak = peak_memory(device)
+            del model, tokenizer
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
-        facts = _measure_written(
-            tmp,
-            checked,
-            job,
-            compute_dtype=compute_dtype,
-            chat_template=template,
-            perplexity_before=before.value,
-            started=started,
-            peak=compression_peak,
-        )
-        method.verify(facts, config)
-        spec = method.method_spec(config)
-        if job.group_sizes:
-            asked = spec.group_size
-            differing = {layer: size for layer, size in job.group_sizes.items() if size != asked}
-            spec = spec.model_copy(update={"group_size_by_layer": differing})
-        manifest = Manifest(
-            name=name,
-            base_model=resolved.ref,
-            method=spec,
-            calibration=job.calibration.spec() if job.calibration is not None else None,
-            backend=_backend_info(method, device),
-            measured=facts,
-            serving=method.serving_hints(dtype_name(store_dtype), config),
-            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            comptrust_version=__version__,
-        )
-        write_manifest(tmp, manifest)
-        try:
-            publish_dir(tmp, out, keep_existing=False)
-        except FileExistsError as exc:
-            raise ConfigError(f"--out {out} was created by something else while compressing; nothing written") from exc
+            facts = _measure_written(
+                tmp,
+                checked,
+                job,
+                compute_dtype=compute_dtype,
+                chat_template=template,
+                perplexity_before=before.value,
+                started=started,
+                peak=compression_peak,
+            )
+            method.verify(facts, config)
+            spec = method.method_spec(config)
+            if job.group_sizes:
+                asked = spec.group_size
+                differing = {layer: size for layer, size in job.group_sizes.items() if size != asked}
+                spec = spec.model_copy(update={"group_size_by_layer": differing})
+            manifest = Manifest(
+                name=name,
+                base_model=resolved.ref,
+                method=spec,
+                calibration=job.calibration.spec() if job.calibration is not None else None,
+                backend=_backend_info(method, device),
+                measured=facts,
+                serving=method.serving_hints(dtype_name(store_dtype), config),
+                created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                comptrust_version=__version__,
+            )
+            write_manifest(tmp, manifest)
+            try:
+                publish_dir(tmp, out, keep_existing=False)
+            except FileExistsError as exc:
+                raise ConfigError(
+                    f"--out {out} was created by something else while compressing; nothing written"
+                ) from exc
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        raise storage_error(
+            out,
+            as_os_error(exc),
+            f"the checkpoint (about {human_bytes(needed)})",
+            after="its partial files were removed and nothing is at --out; then rerun the same command",
+        ) from exc
     log.info("wrote %s (%s) in %.1f s", out, name, time.perf_counter() - started)
     return out
 

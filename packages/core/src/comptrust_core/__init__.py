@@ -1,6 +1,6 @@
 """comptrust-core: the contracts between comptrust's stages (manifest, endpoints, records, runs), paths and errors."""
 
-from comptrust_core._io import atomic_write_text
+from comptrust_core._io import atomic_write_bytes, atomic_write_text
 from comptrust_core.cli import run_cli, setup_logging
 from comptrust_core.endpoint import ENDPOINT_SCHEMA_VERSION, Endpoint, Protocol, read_endpoints, write_endpoints
 from comptrust_core.errors import (
@@ -11,6 +11,7 @@ from comptrust_core.errors import (
     ModelNotFoundError,
     RunDirError,
     SchemaVersionError,
+    StorageError,
 )
 from comptrust_core.manifest import (
     MANIFEST_SCHEMA_VERSION,
@@ -75,7 +76,9 @@ __all__ = [
     "SchemaVersionError",
     "ScoreField",
     "ServingHints",
+    "StorageError",
     "__version__",
+    "atomic_write_bytes",
     "atomic_write_text",
     "cache_dir",
     "read_endpoints",

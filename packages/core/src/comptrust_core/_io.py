@@ -10,16 +10,22 @@ from typing import Any
 
 from comptrust_core.errors import SchemaVersionError
 
-__all__ = ["atomic_write_text", "check_schema_version", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_schema_version", "read_json"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place: a failed
+    write (a full disk) leaves the previous ``path`` as it was and no temporary file behind."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """:func:`atomic_write_text` for bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

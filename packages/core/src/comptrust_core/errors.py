@@ -14,6 +14,7 @@ __all__ = [
     "ModelNotFoundError",
     "RunDirError",
     "SchemaVersionError",
+    "StorageError",
 ]
 
 
@@ -45,3 +46,13 @@ class RunDirError(ComptrustError):
 
 class SchemaVersionError(ComptrustError):
     """A file was written by a newer comptrust than the one reading it."""
+
+
+class StorageError(ComptrustError):
+    """A write failed and no retry will fix it: the disk is full, over quota, read-only or failing, or an object store
+    refused a put. The run cannot keep its results, so it stops; what is on disk is whole (see
+    :mod:`comptrust_core.storage`). ``path`` and ``errno`` name the write, where known."""
+
+    exit_code = 4
+    path: str | None = None
+    errno: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -14,17 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from comptrust_core import ConfigError, EndpointError, RunInfo, atomic_write_text, record_key
+from comptrust_core import ConfigError, EndpointError, RunInfo, StorageError, atomic_write_text, record_key
+from comptrust_core.storage import storage_error
 
 from comptrust_evaluate._version import __version__
 from comptrust_evaluate.config import EndpointSpec, EvaluateConfig, Timeouts
-from comptrust_evaluate.engine import EndpointJob, open_session, run_jobs
+from comptrust_evaluate.engine import EndpointJob, RunHalt, open_session, run_jobs
 from comptrust_evaluate.plan import Plan, Unit, build_plan, load_suite, prompts_suite
-from comptrust_evaluate.progress import make_reporter
+from comptrust_evaluate.progress import ProgressReporter, make_reporter
 from comptrust_evaluate.protocols import ProtocolClient, detect_protocol, get_protocol
 from comptrust_evaluate.refusal import RefusalDetector, get_detector
 from comptrust_evaluate.scorers import NO_SCORER, ToxicityScorer, get_scorer
-from comptrust_evaluate.store import Finished, compact_endpoint, get_store, lock_run_dir, open_run_dir
+from comptrust_evaluate.space import SpaceWatch
+from comptrust_evaluate.store import Finished, compact_endpoint, get_store, lock_run_dir, open_run_dir, parquet_path
 
 __all__ = [
     "EndpointSummary",
@@ -64,6 +67,16 @@ class EndpointSummary:
     @property
     def rate(self) -> float:
         return (self.ok + self.errors) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class RecordsNotWritten(StorageError):
+    """A record could not be written (the disk full, over quota, read-only or failing): the run stopped sending, the
+    file ends on its last whole record, and the message says how many are on disk and how many were lost (exit 4)."""
+
+    def __init__(self, message: str, *, path: str, code: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = code
 
 
 @dataclass(frozen=True)
@@ -303,6 +316,7 @@ async def _run_locked(
     store = get_store("ndjson")
     reporter = make_reporter(config.progress, config.log_interval_s)
     jobs: list[EndpointJob] = []
+    halt = RunHalt()
     try:
         for client, key, more in zip(clients, keys, replicas, strict=True):
             name = client.endpoint.name
@@ -311,24 +325,42 @@ async def _run_locked(
             pending = _Pending(plan, name, done, total - finished)
             log.info("endpoint %s: %d requests planned, %d already done", name, total, finished)
             reporter.add(name, total, finished)
+            writer = store.writer(config.out, name)
+            writer.on_failure = functools.partial(_halt_on_write_failure, halt, writer.path)
+            if not parquet_path(config.out, name).exists():  # then the NDJSON file holds every finished record
+                writer.existing_records = finished
             jobs.append(
                 EndpointJob(
                     client.endpoint,
                     client,
                     pending,
-                    store.writer(config.out, name),
+                    writer,
                     secret=key,
                     toxicity=toxicity,
                     refusal=judges.detectors,
                     refusal_pool=judges.pool,
                     replicas=more,
+                    halt=halt,
                 )
             )
+        space = SpaceWatch(config.out, [job.writer for job in jobs], sum(len(job.units) for job in jobs))
+        first = next(plan.iter_items(), None)  # the plan's first request stands for the rest (no resume pass)
+        space.check_before(plan.unit(first[0], first[1], 0) if first is not None else None)
+        watching = asyncio.create_task(space.watch())
         async with reporter:
-            await run_jobs(jobs, config.limits, config.timeouts, config.retry, reporter)
+            try:
+                await run_jobs(jobs, config.limits, config.timeouts, config.retry, reporter)
+            finally:
+                watching.cancel()
+                for job in jobs:  # after a failed write, one last try for what it holds
+                    job.writer.close()
+                    reporter.unwritten(job.endpoint.name, *job.writer.held)  # before the last progress lines
     finally:
         for job in jobs:
             job.writer.close()
+    failed = [job for job in jobs if job.writer.failure is not None]
+    if failed:
+        raise _not_written(config.out, failed, reporter)
     if config.compact:
         for client in clients:
             compact_endpoint(config.out, client.endpoint.name)
@@ -367,6 +399,40 @@ async def _run_locked(
             summaries[-1].rate,
         )
     return RunSummary(config.out, info.run_id, info.plan, resumed, tuple(summaries))
+
+
+def _halt_on_write_failure(halt: RunHalt, path: Path, exc: OSError) -> None:
+    """A record file refused a write: the run stops sending (once), what is on the wire finishes into memory."""
+    if halt.reason is None:
+        log.error(
+            "could not write records to %s ([Errno %s] %s): sending nothing more; the requests on the wire finish, "
+            "then their records get one more try",
+            path,
+            exc.errno,
+            exc.strerror or exc,
+        )
+    halt.stop(f"records could not be written to {path}")
+
+
+def _not_written(run_dir: Path, failed: list[EndpointJob], reporter: ProgressReporter) -> RecordsNotWritten:
+    """The one line a run that could not keep its records ends with: where, why, what is safe and what is not."""
+    first = failed[0].writer
+    assert first.failure is not None
+    on_disk = sum(reporter.endpoints[j.endpoint.name].done for j in failed)
+    lost = sum(sum(j.writer.held) for j in failed)
+    left = sum(reporter.endpoints[j.endpoint.name].left for j in failed)
+    counts = (
+        f"{on_disk:,} records are whole on disk in {run_dir}, {lost:,} finished requests were lost with the failed "
+        f"write, {left - lost:,} more were not sent"
+    )
+    error = storage_error(
+        first.path,
+        first.failure,
+        "records",
+        after="then rerun the same command: it keeps the records on disk and sends only what is missing",
+    )
+    head, _, todo = str(error).partition("; ")
+    return RecordsNotWritten(f"{head}; {counts}; {todo}", path=str(first.path), code=error.errno)
 
 
 def evaluate(config: EvaluateConfig) -> RunSummary:

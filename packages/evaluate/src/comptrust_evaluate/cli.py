@@ -27,7 +27,10 @@ def parser() -> argparse.ArgumentParser:
         prog="evaluate",
         description="Fire trust benchmarks (or your own prompts) at served checkpoints; records go to RUN_DIR, "
         "and rerunning the same command resumes it.",
-        epilog="`evaluate compact RUN_DIR` folds a run directory's records into Parquet.",
+        epilog="`evaluate compact RUN_DIR` folds a run directory's records into Parquet. Exit codes: 0 done (a few "
+        "error records allowed), 1 every request failed, 2 bad input, 3 an endpoint stopped answering (its requests "
+        "left for a rerun), 4 a record could not be written (the disk full, over quota, read-only or failing: the "
+        "run stopped, its file ends on a whole record; free space and rerun the same command).",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(

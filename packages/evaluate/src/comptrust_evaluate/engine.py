@@ -33,7 +33,7 @@ from comptrust_evaluate.refusal import RefusalDetector
 from comptrust_evaluate.scorers import ToxicityScorer, toxicity_fields
 from comptrust_evaluate.store import RecordWriter
 
-__all__ = ["EndpointJob", "EndpointStopped", "open_session", "run_jobs"]
+__all__ = ["EndpointJob", "EndpointStopped", "RunHalt", "open_session", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ _DOWN_REASONS = frozenset({"5xx", "503", "connection", "timeout", "deadline"})  
 Kind = Literal["answer", "overload", "transient", "permanent"]
 
 
+@dataclass
+class RunHalt:
+    """Shared by every endpoint of a run: once :meth:`stop` is called (a record could not be written: the run cannot
+    keep its results), no worker takes or sends another request; what is on the wire finishes."""
+
+    reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
 @dataclass(frozen=True)
 class EndpointJob:
     endpoint: Endpoint
@@ -61,6 +73,7 @@ class EndpointJob:
     refusal: tuple[RefusalDetector, ...] = ()  # more detectors judging every generated answer (``--refusal-detector``)
     refusal_pool: Executor | None = field(default=None, repr=False)  # where the blocking ones run
     replicas: tuple[ProtocolClient, ...] = ()  # more servers of the same checkpoint: the requests are spread over all
+    halt: RunHalt = field(default_factory=RunHalt)  # the run's: set, nothing more is sent (shared by its endpoints)
 
 
 class EndpointStopped(Exception):
@@ -281,6 +294,9 @@ async def _execute(lane: _Lane, unit: Unit, key: str) -> dict[str, Any]:
         if lane.breaker.state == "dead":  # given up while this request waited for a slot
             lane.gate.release()
             raise EndpointStopped(lane.breaker.why)
+        if job.halt.reason is not None:  # the run stopped while this request waited for a slot or a retry
+            lane.gate.release()
+            raise EndpointStopped(job.halt.reason)
         started = time.monotonic()
         saturated = False
         try:
@@ -455,7 +471,7 @@ async def _run_job(
 
     async def worker(lane: _Lane) -> None:
         for unit, key in pending:  # one shared iterator: each unit is taken by exactly one worker
-            if lane.breaker.state == "dead":
+            if lane.breaker.state == "dead" or job.halt.reason is not None:
                 return
             progress.started(name)
             try:
@@ -480,7 +496,7 @@ async def _run_job(
                 if pending.ahead:
                     continue
                 return
-            if lane.breaker.state == "dead":
+            if lane.breaker.state == "dead" or job.halt.reason is not None:
                 pending.ahead.appendleft((unit, key))
                 async with changed:
                     changed.notify_all()

@@ -123,6 +123,16 @@ class ProgressReporter:
         ep.stopped, ep.breaker, ep.breaker_why = why, "dead", why
         ep.finished = ep.finished or time.monotonic()
 
+    def unwritten(self, name: str, ok: int, errors: int) -> None:
+        """Requests counted finished whose records never reached the disk: not done after all (a rerun sends them)."""
+        if not ok and not errors:
+            return
+        ep = self.endpoints[name]
+        ep.done -= ok + errors
+        ep.ok -= ok
+        ep.errors -= errors
+        ep.finished = ep.finished or time.monotonic()
+
     def finished(self, name: str, ok: bool, refused: bool, tokens: int = 0, reason: str = "") -> None:
         ep = self.endpoints[name]
         ep.taken -= 1

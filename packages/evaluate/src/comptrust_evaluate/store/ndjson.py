@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -79,18 +80,45 @@ def read_records(path: Path) -> list[Record]:
 
 
 class RecordWriter:
-    """Appends records to one endpoint's file: a line each, written in the same turn of the event loop (see above)."""
+    """Appends records to one endpoint's file: a line each, written in the same turn of the event loop (see above).
 
-    def __init__(self, path: Path) -> None:
+    A write that fails (the disk full, over quota, read-only, failing) never leaves part of a line behind: the file is
+    cut back to its last whole line, the records that were being written are held in memory, ``on_failure`` is told
+    once (evaluate stops sending then), and nothing more is written until :meth:`close` tries once to write what is
+    held. ``written`` counts the records whole on disk, :attr:`held` those that are not (lost, if that last try
+    fails: a rerun redoes their requests)."""
+
+    def __init__(
+        self, path: Path, on_failure: Callable[[OSError], None] | None = None, existing_records: int = 0
+    ) -> None:
         self.path = path
+        self.on_failure = on_failure
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._pending: list[bytes] = []
+        self._whole = os.fstat(self._fd).st_size  # the file's length up to its last line known written whole
+        self.existing_bytes = self._whole
+        self.existing_records = existing_records
+        """What the file held when opened: its bytes and (as the resume counted them) its records."""
+        self._pending: list[tuple[bytes, bool]] = []  # (line, is an error record)
         self._scheduled = False
+        self.failure: OSError | None = None
+        self.written = 0
+        self._cut_failed = False
+
+    @property
+    def written_bytes(self) -> int:
+        """Bytes of the records this writer wrote whole."""
+        return self._whole - self.existing_bytes
+
+    @property
+    def held(self) -> tuple[int, int]:
+        """Records not on disk: (ok, error) counts."""
+        errors = sum(error for _, error in self._pending)
+        return len(self._pending) - errors, errors
 
     def write(self, record: Record) -> None:
-        self._pending.append(_SERIALIZER.to_json(record))
-        if self._scheduled:
+        self._pending.append((_SERIALIZER.to_json(record), record.status == "error"))
+        if self._scheduled or self.failure is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -101,20 +129,48 @@ class RecordWriter:
         self._scheduled = True
 
     def flush(self) -> None:
-        """Write every pending line now."""
+        """Write every pending line now (after a failure: nothing, until :meth:`close`)."""
         self._scheduled = False
-        if not self._pending or self._fd < 0:
+        if not self._pending or self._fd < 0 or self.failure is not None:
             return
-        data = memoryview(b"\n".join(self._pending) + b"\n")
+        self._write_pending()
+
+    def _write_pending(self) -> bool:
+        data = b"\n".join(line for line, _ in self._pending) + b"\n"
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._cut_back()
+            first = self.failure is None
+            self.failure = exc
+            if first and self.on_failure is not None:
+                self.on_failure(exc)
+            return False
+        self._whole += len(data)
+        self.written += len(self._pending)
         self._pending.clear()
-        while data:
-            data = data[os.write(self._fd, data) :]
+        return True
+
+    def _cut_back(self) -> None:
+        """Drop what a failed write left after the last whole line (a partial line never stays in the file)."""
+        try:
+            os.ftruncate(self._fd, self._whole)
+        except OSError as exc:  # the file cannot be cut: never write to it again (a resume drops a torn tail)
+            log.warning(
+                "%s: could not cut a partial write back (%s); its torn last line is dropped on resume", self.path, exc
+            )
+            self._cut_failed = True
 
     def close(self) -> None:
+        """Write what is pending (after a failure: one last try, unless the file could not be cut back) and close.
+        Never raises for a failed write: :attr:`failure` and :attr:`held` say what happened."""
         if self._fd < 0:
             return
         try:
-            self.flush()
+            if self._pending and not self._cut_failed:
+                self._write_pending()
         finally:
             os.close(self._fd)
             self._fd = -1

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
+import io
 import logging
 import os
 import select
@@ -17,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from comptrust_core import CheckpointError, ComptrustError, ConfigError, run_cli, setup_logging
 
@@ -217,5 +220,35 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+class _LossyStream(io.TextIOBase):
+    """A standard stream whose writes never raise: a server whose log is on a full disk loses log lines, and goes on
+    serving (a progress bar or a log line failing with ENOSPC would otherwise stop it while loading)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return self._inner.write(text)
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self._inner.flush()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._inner.encoding
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # its own process: its output is its log
+        sys.stdout, sys.stderr = _LossyStream(sys.stdout), _LossyStream(sys.stderr)
     return run_cli(_main, argv, prog=PROG)

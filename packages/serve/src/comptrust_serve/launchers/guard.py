@@ -28,6 +28,12 @@ def guard_argv(argv: list[str], grace_s: float) -> list[str]:
     return [sys.executable, "-m", "comptrust_serve.launchers.guard", "--grace", f"{grace_s:g}", "--", *argv]
 
 
+def _say(line: str) -> None:
+    """A line to the server's log; a log on a full disk must not stop the guard from doing its job."""
+    with suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
+
+
 def _watch(child: subprocess.Popen[bytes], grace_s: float) -> None:
     parent = os.getppid()
     fd = sys.stdin.fileno()
@@ -37,7 +43,7 @@ def _watch(child: subprocess.Popen[bytes], grace_s: float) -> None:
             break
     else:
         return
-    print("comptrust guard: the launching process went away; stopping the server", file=sys.stderr, flush=True)
+    _say("comptrust guard: the launching process went away; stopping the server")
     with suppress(ProcessLookupError):
         child.terminate()
     deadline = time.monotonic() + grace_s
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     except OSError as exc:
-        print(f"comptrust guard: cannot start {command[0]}: {exc}", file=sys.stderr)
+        _say(f"comptrust guard: cannot start {command[0]}: {exc}")
         return 127
 
     def forward(signum: int, _: FrameType | None) -> None:

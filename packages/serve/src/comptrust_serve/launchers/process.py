@@ -25,6 +25,7 @@ from typing import ClassVar, Literal
 
 from comptrust_core import ConfigError
 from comptrust_core.endpoint import Endpoint
+from comptrust_core.storage import is_storage_error
 
 from comptrust_serve.checkpoint import Checkpoint
 from comptrust_serve.engine_install import engine_python
@@ -40,17 +41,32 @@ logger = logging.getLogger(__name__)
 
 
 def log_path_for(log_dir: Path | None, name: str, port: int) -> Path:
-    """A fresh log file for a server: in ``log_dir`` if given, else in the system's temporary folder."""
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"comptrust-serve-{name}-{port}-", suffix=".log", dir=log_dir)
+    """A fresh log file for a server: in ``log_dir`` if given, else in the system's temporary folder (``/dev/null``
+    where the disk refuses to make one: a full disk must not keep a server from serving)."""
+    try:
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"comptrust-serve-{name}-{port}-", suffix=".log", dir=log_dir)
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        logger.warning("no log file for %s in %s (%s); the server runs without a log", name, log_dir, exc)
+        return Path(os.devnull)
     os.close(fd)
     return Path(path)
 
 
 def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``, stdin a pipe we hold."""
-    with log_path.open("ab") as log:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``, stdin a pipe we hold. A log that
+    cannot be opened (its disk full or read-only) does not keep the server from starting: it runs without one."""
+    try:
+        log = log_path.open("ab")
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        logger.warning("%s cannot be opened (%s); the server runs without a log", log_path, exc)
+        log = open(os.devnull, "ab")  # noqa: SIM115 - closed below, once the child holds its own copy
+    with log:
         return subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
@@ -62,6 +78,8 @@ def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None 
 
 
 def read_tail(path: Path, lines: int = 30, max_bytes: int = 16384) -> str:
+    if not path.is_file():  # a device (/dev/null, /dev/full) reads nothing useful, or forever
+        return ""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
