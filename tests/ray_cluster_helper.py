@@ -4,8 +4,9 @@ node and N worker nodes with one logical GPU each (``ray.cluster_utils.Cluster``
     python tests/ray_cluster_helper.py N
 
 prints ``{"address": ..., "workers": [node ids]}`` once the nodes are up, then answers one JSON line per command:
-``remove NODE_ID`` (the node dies: its processes are killed, not shut down), ``add`` (a fresh worker node joins),
-``quit`` (or end of input: the cluster is shut down).
+``remove NODE_ID`` (the node dies: its processes are killed, not shut down), ``add [CACHE]`` (a fresh worker node
+joins; with CACHE, its cells' scratch folder, ``COMPTRUST_NODE_CACHE``, is that folder), ``quit`` (or end of input:
+the cluster is shut down).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main() -> None:
                 cluster.remove_node(workers.pop(args[0]), allow_graceful=False)
                 print(json.dumps({"ok": True}), flush=True)
             elif command == "add":
-                node = cluster.add_node(num_cpus=1, num_gpus=1)
+                env = {"COMPTRUST_NODE_CACHE": args[0]} if args else None
+                node = cluster.add_node(num_cpus=1, num_gpus=1, env_vars=env)
                 workers[node.node_id] = node
                 print(json.dumps({"ok": True, "node": node.node_id}), flush=True)
             elif command == "quit":

@@ -86,6 +86,17 @@ class LocalCluster:
         self.workers.remove(node_id)
         self.workers.append(self._send("add")["node"])
 
+    def drop(self, node_id: str) -> None:
+        """The node dies and none replaces it."""
+        self._send(f"remove {node_id}")
+        self.workers.remove(node_id)
+
+    def add(self, cache: Path | None = None) -> str:
+        """A worker node joins; with ``cache``, its cells' scratch folder is there."""
+        node = str(self._send(f"add {cache}" if cache else "add")["node"])
+        self.workers.append(node)
+        return node
+
     def close(self) -> None:
         with contextlib.suppress(OSError):  # "quit" has no answer: the helper shuts the cluster down and exits
             assert self.process.stdin is not None
@@ -303,6 +314,45 @@ def test_a_killed_driver_resumes_the_study(cluster: LocalCluster, tiny: Path, tm
     rc = _finish(_driver(plan, cluster.address, log), log)
     assert rc == 0
     assert log.read_text().count("already evaluated; skipping") >= 2
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_whose_disk_is_full_hands_its_cells_to_another_node(
+    cluster: LocalCluster, tiny: Path, tmp_path: Path, small_fs: Any
+) -> None:
+    """The only node with a GPU has its own disk full: each cell's serve task fails there on a refused write and is
+    run again elsewhere (that node excluded), not failed; once a node with room joins, the study ends exactly."""
+    fs = small_fs(0.25)
+    with (fs.path / "filler").open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+    for node in list(cluster.workers):
+        cluster.drop(node)
+    full = cluster.add(cache=fs.path)
+    plan = _plan(tmp_path, tiny)
+    log = tmp_path / "driver.log"
+    driver = _driver(plan, cluster.address, log)
+    try:
+        deadline = time.monotonic() + 300
+        while "running it again on another node" not in log.read_text():
+            assert driver.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
+        good = cluster.add()  # a node with room joins: the moved cells run there
+        rc = _finish(driver, log)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert rc == 0, log.read_text()[-4000:]
+    for cell in CELLS:
+        assert _exactly_once(tmp_path, plan, cell) == 52
+        assert _outcome(tmp_path, cell)["node"].endswith(good[:8])
+    assert "No space left on device" in log.read_text()
+    cluster.drop(full)  # the module's cluster as it was: two worker nodes with room
+    cluster.add()
 
 
 _LIBRARY_USE = """

@@ -43,7 +43,7 @@ from comptrust.sweep.stages import (
 )
 from comptrust.sweep.store import RunSync, StoreRefused, StudyStore
 
-__all__ = ["CellJob", "cell_cache", "compress_cell", "serve_evaluate_cell", "stored_checkpoint"]
+__all__ = ["CellJob", "cell_cache", "compress_cell", "failure_outcome", "serve_evaluate_cell", "stored_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def _cell_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _failure(stage: str, exc: BaseException) -> dict[str, Any]:
+def failure_outcome(stage: str, exc: BaseException) -> dict[str, Any]:
+    """A failed cell's outcome: its stage and error, where it ran, and whether this node's own disk refused a write."""
     error = str(exc) or exc.__class__.__name__
     if not expected_failure(exc):
         log.exception("%s failed unexpectedly", stage)
@@ -141,7 +142,7 @@ def compress_cell(job: CellJob, stages: Stages) -> dict[str, Any]:
         try:
             outcome = _compress(plan, cell, store, stages, cache)
         except Exception as exc:
-            outcome = _failure("compress", exc)
+            outcome = failure_outcome("compress", exc)
     with contextlib.suppress(Exception):  # the log is a courtesy; the outcome is what counts
         store.put_logs(logs, cell.name)
     shutil.rmtree(logs, ignore_errors=True)
@@ -232,7 +233,7 @@ def serve_evaluate_cell(
                 logs=logs,
             )
         except Exception as exc:
-            outcome = _failure(_stage_of(exc), exc.cause if isinstance(exc, _StageError) else exc)
+            outcome = failure_outcome(_stage_of(exc), exc.cause if isinstance(exc, _StageError) else exc)
             with contextlib.suppress(Exception):
                 store.write_cell_outcome(cell.name, outcome)
     with contextlib.suppress(Exception):

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from comptrust_core import CheckpointError, ConfigError
+from comptrust_core.storage import is_storage_error
 
-from comptrust.sweep.cells import CellJob, compress_cell, serve_evaluate_cell, stored_checkpoint
+from comptrust.sweep.cells import CellJob, compress_cell, failure_outcome, serve_evaluate_cell, stored_checkpoint
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.stages import Stages, request_counts
 from comptrust.sweep.state import CellState, SweepState
@@ -166,7 +167,13 @@ def _node_id() -> str:
 
 def _compress_task(job: CellJob, stages: Stages) -> dict[str, Any]:
     _name_this_node()
-    return {**compress_cell(job, stages), "node_id": _node_id()}
+    try:
+        outcome = compress_cell(job, stages)
+    except Exception as exc:  # this node's disk refused even the cell's log: the cell may go to another node
+        if not is_storage_error(exc):
+            raise
+        outcome = failure_outcome("compress", exc)
+    return {**outcome, "node_id": _node_id()}
 
 
 def _serve_task(job: CellJob, stages: Stages, board: Any, compressed: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +188,13 @@ def _serve_task(job: CellJob, stages: Stages, board: Any, compressed: dict[str, 
         with contextlib.suppress(Exception):
             board.update.remote(update)
 
-    return {**serve_evaluate_cell(job, stages, gpus, report), "node_id": _node_id()}
+    try:
+        outcome = serve_evaluate_cell(job, stages, gpus, report)
+    except Exception as exc:  # this node's disk refused even the cell's log: the cell may go to another node
+        if not is_storage_error(exc):
+            raise
+        outcome = failure_outcome("serve", exc)
+    return {**outcome, "node_id": _node_id()}
 
 
 class _Board:
@@ -343,12 +356,11 @@ def run_cells(
     requests = sum(request_counts(plan).values())
     plan_json = plan.model_dump_json()
     retries = plan.ray.max_retries
-    compress = ray.remote(_compress_task).options(
-        **compress_res.options(), max_retries=retries, retry_exceptions=False, name="comptrust-compress"
-    )
-    serve = ray.remote(_serve_task).options(
-        **serve_res.options(), max_retries=retries, retry_exceptions=False, name="comptrust-serve-evaluate"
-    )
+    compress_options = {**compress_res.options(), "max_retries": retries, "retry_exceptions": False}
+    serve_options = {**serve_res.options(), "max_retries": retries, "retry_exceptions": False}
+    compress_task, serve_task = ray.remote(_compress_task), ray.remote(_serve_task)
+    compress = compress_task.options(**compress_options, name="comptrust-compress")
+    serve = serve_task.options(**serve_options, name="comptrust-serve-evaluate")
     board: Any = ray.remote(_Board).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
     stages_ref = ray.put(stages)
     refs: dict[Any, _Submitted] = {}
@@ -406,9 +418,11 @@ def run_cells(
                         elsewhere = avoiding(bad)
                         c_ref = sub.compressed
                         if sub.kind == "compress":
-                            c_ref = compress.options(**elsewhere).remote(job, stages_ref)
+                            moved = compress_task.options(**compress_options, **elsewhere, name="comptrust-compress")
+                            c_ref = moved.remote(job, stages_ref)
                             refs[c_ref] = _Submitted(sub.cell, "compress")
-                        s_ref = serve.options(**elsewhere).remote(job, stages_ref, board, c_ref)
+                        moved = serve_task.options(**serve_options, **elsewhere, name="comptrust-serve-evaluate")
+                        s_ref = moved.remote(job, stages_ref, board, c_ref)
                         refs[s_ref] = _Submitted(sub.cell, "serve", c_ref)
                         continue
                 _apply(cs, sub.cell, sub.kind, outcome)
