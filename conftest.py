@@ -220,6 +220,17 @@ def cpu_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Liter
     return use
 
 
+def fill_until_full(path: Path) -> None:
+    """Write zeros to ``path`` until its filesystem refuses more."""
+    with path.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
 class SmallFilesystem:
     """A real filesystem of a few MiB (tmpfs) mounted at ``path``, that fills up like any disk: ``grow(mib)`` makes
     it larger (``mount -o remount``), as freeing space would."""
@@ -230,6 +241,12 @@ class SmallFilesystem:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(mib * 1024)}k", "tmpfs", str(path)], check=True)
+
+    def fill(self, name: str = "filler") -> Path:
+        """Take every free byte with a file of ``name`` (as another job would); returns it."""
+        path = self.path / name
+        fill_until_full(path)
+        return path
 
     def grow(self, mib: float) -> None:
         import subprocess

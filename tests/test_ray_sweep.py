@@ -184,6 +184,17 @@ def _driver(plan: Path, address: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@contextlib.contextmanager
+def _running_driver(plan: Path, address: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`_driver`, killed on the way out if it is still running (a failed assertion, a timeout)."""
+    driver = _driver(plan, address, log)
+    try:
+        yield driver
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
 def _finish(driver: subprocess.Popen[bytes], log: Path, timeout: float = 400) -> int:
     try:
         return driver.wait(timeout=timeout)
@@ -277,15 +288,11 @@ def test_a_worker_node_lost_mid_cell_costs_only_its_unflushed_records(
 ) -> None:
     plan = _plan(tmp_path, tiny, rps=4.0)  # 52 requests at 4/s: a cell evaluates for about 13 s
     log = tmp_path / "driver.log"
-    driver = _driver(plan, cluster.address, log)
-    try:
+    with _running_driver(plan, cluster.address, log) as driver:
         cell, node_id = _wait_mid_cell(tmp_path, driver, log)
         (lost,) = [n for n in cluster.workers if n.startswith(node_id)]
         cluster.remove(lost)  # the node dies, its worker and its server with it
         rc = _finish(driver, log)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
     assert rc == 0, log.read_text()[-4000:]
     for c in CELLS:
         _exactly_once(tmp_path, plan, c)
@@ -323,19 +330,13 @@ def test_a_worker_whose_disk_is_full_hands_its_cells_to_another_node(
     """The only node with a GPU has its own disk full: each cell's serve task fails there on a refused write and is
     run again elsewhere (that node excluded), not failed; once a node with room joins, the study ends exactly."""
     fs = small_fs(0.25)
-    with (fs.path / "filler").open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-        except OSError:
-            pass
+    fs.fill()
     for node in list(cluster.workers):
         cluster.drop(node)
     full = cluster.add(cache=fs.path)
     plan = _plan(tmp_path, tiny)
     log = tmp_path / "driver.log"
-    driver = _driver(plan, cluster.address, log)
-    try:
+    with _running_driver(plan, cluster.address, log) as driver:
         deadline = time.monotonic() + 300
         while "running it again on another node" not in log.read_text():
             assert driver.poll() is None, log.read_text()[-4000:]
@@ -343,9 +344,6 @@ def test_a_worker_whose_disk_is_full_hands_its_cells_to_another_node(
             time.sleep(0.5)
         good = cluster.add()  # a node with room joins: the moved cells run there
         rc = _finish(driver, log)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
     assert rc == 0, log.read_text()[-4000:]
     for cell in CELLS:
         assert _exactly_once(tmp_path, plan, cell) == 52

@@ -76,12 +76,7 @@ def test_on_a_real_full_filesystem(
     runs = _runs(tmp_path, 0.5)
     assert main([str(runs), "--out", str(out)]) == 0
     before = _snapshot(out)
-    with (fs.path / "filler").open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-        except OSError:
-            pass
+    fs.fill()
     capsys.readouterr()
     assert main([str(_runs(tmp_path, 0.3)), "--out", str(out)]) == 4
     err = capsys.readouterr().err

@@ -119,17 +119,11 @@ def test_on_a_real_filesystem_that_fills_while_saving(
     size = parameter_count(tiny_model) * 2 / 2**20  # the checkpoint's MiB
     fs = small_fs(size * 3)
     out = fs.path / "ckpt"
-    filler = fs.path / "other-work"
     real_apply = MagnitudePruning.apply
 
     def apply_while_something_fills_the_disk(self: MagnitudePruning, *args: Any) -> None:
         real_apply(self, *args)
-        with filler.open("wb") as fh:  # after the space check, before the save: another job takes the space
-            try:
-                while True:
-                    fh.write(b"\0" * 65536)
-            except OSError:
-                pass
+        fs.fill("other-work")  # after the space check, before the save: another job takes the space
 
     monkeypatch.setattr(
         "comptrust_compress.methods.magnitude.MagnitudePruning.apply", apply_while_something_fills_the_disk
@@ -137,7 +131,7 @@ def test_on_a_real_filesystem_that_fills_while_saving(
     with pytest.raises(StorageError, match=r"\[Errno 28\] No space left on device \(filesystem "):
         _run(tiny_model, out)
     assert sorted(p.name for p in fs.path.iterdir()) == ["other-work"]  # no checkpoint, no partial files
-    filler.unlink()
+    (fs.path / "other-work").unlink()
     monkeypatch.undo()
     fs.grow(size * 4)
     assert _run(tiny_model, out) == out and (out / "comptrust.json").is_file()

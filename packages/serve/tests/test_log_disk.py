@@ -53,12 +53,7 @@ def test_servers_with_their_logs_on_a_full_disk_serve_and_stop(
     fs = small_fs(0.5)
     logs = fs.path / "logs"
     logs.mkdir()
-    with (fs.path / "filler").open("wb") as fh:  # the disk is full before the servers start
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-        except OSError:
-            pass
+    fs.fill()  # the disk is full before the servers start
     second = tmp_path / "second"
     second.symlink_to(tiny_checkpoint, target_is_directory=True)
     checkpoints = [open_checkpoint(tiny_checkpoint, "a"), open_checkpoint(second, "b")]
