@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -717,3 +718,21 @@ def test_the_quickstart_plan_on_a_disk_that_fills_during_evaluate(
         lines = (out / "runs" / cell.name / "records" / f"{cell.name}.ndjson").read_text().splitlines()
         keys = [json.loads(x)["key"] for x in lines]
         assert len(keys) == len(set(keys)) == sum(per_request.values())
+
+
+def test_a_sweep_that_will_not_fit_says_so_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from comptrust_core.storage import Filesystem
+
+    plan = parse_plan(_plan(tmp_path / "out"))
+    monkeypatch.setattr("comptrust.sweep.disk.filesystem_of", lambda _: Filesystem("/tiny", 1000, 10**6))
+    est = estimate(plan, load_state(tmp_path / "out", tmp_path / "plan.toml"), ["dense", "gptq", "magnitude"])
+    assert est.disk is not None and est.disk.checkpoints is None  # "org/model" is not on this machine
+    line = next(x for x in format_estimate(plan, est).splitlines() if x.startswith("disk: about"))
+    assert "checkpoints unknown" in line and "a record estimated from the first request" in line
+    assert line.endswith("filesystem /tiny: 1000 B free of 976.6 KiB: it will not fit")
+    with caplog.at_level(logging.WARNING, logger="comptrust.sweep"):
+        run_sweep(plan, tmp_path / "plan.toml", Fakes().stages())
+    warned = [r.getMessage() for r in caplog.records if "this sweep still has to write about" in r.getMessage()]
+    assert len(warned) == 1 and "filesystem /tiny" in warned[0]

@@ -8,6 +8,7 @@ from ``sweep-state.json``. Assumed, where nothing is measured yet: the :data:`DE
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections import defaultdict
@@ -21,11 +22,14 @@ from comptrust_core import MANIFEST_FILE, ComptrustError, read_manifest
 from comptrust_core.cpu_dtype import DtypeChoice, choose_cpu_dtype
 from comptrust_evaluate import get_task, read_records, task_names
 
+from comptrust.sweep.disk import DiskEstimate, disk_estimate
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.ray_executor import ClusterShape, cell_resources
 from comptrust.sweep.runner import needs_work
 from comptrust.sweep.stages import check_launcher, request_counts
 from comptrust.sweep.state import CellState, SweepState
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULTS", "Assumptions", "Estimate", "estimate", "format_estimate"]
 
@@ -116,6 +120,8 @@ class Estimate:
     serve_slots: int = 1
     """Checkpoints served at once."""
     cluster: str | None = None
+    disk: DiskEstimate | None = None
+    """What is still to write under the output folder, and the space there (None where it could not be told)."""
     serving_dtype: DtypeChoice | None = None
     """On a CPU plan served by the embedded server or vLLM: what a bfloat16 checkpoint (what compress writes) is
     computed in on this CPU, and why."""
@@ -235,7 +241,14 @@ def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: Clus
                 + " cell as [ray] asks; the cells would wait for one"
             )
     power = detectable_drops(_per_perspective(requests), _dense_scores(out)) if requests else []
+    disk: DiskEstimate | None = None
+    try:
+        to_compress = [c for c in cells if c.name in compress_s]
+        disk = disk_estimate(plan, state, to_compress, len(to_evaluate), n_requests)
+    except Exception as exc:  # an estimate that cannot be made is left out, never a failed dry run
+        log.debug("no disk estimate: %s", exc)
     return Estimate(
+        disk=disk,
         serving_dtype=_serving_dtype(plan),
         cells=cells,
         stages=stages,
@@ -335,6 +348,8 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         f"{_duration(est.startup_s[0])} start-up each ({'measured' if est.startup_s[1] else 'assumed'})",
         f"  total: about {_duration(est.total_s)}" + ("" if est.requests is not None else " plus evaluation"),
     ]
+    if est.disk is not None:
+        lines.append(f"{est.disk.line()}" + (": it will not fit" if est.disk.short else ""))
     if est.serving_dtype is not None:
         choice = est.serving_dtype
         lines.insert(

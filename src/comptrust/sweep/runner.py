@@ -27,6 +27,7 @@ from comptrust_core.storage import is_storage_error
 from comptrust_serve import ServerHandle
 
 from comptrust.sweep.cells import endpoint_of, launch_servers
+from comptrust.sweep.disk import disk_estimate, warn_if_short
 from comptrust.sweep.plan import Cell, Plan
 from comptrust.sweep.stages import (
     Stages,
@@ -239,6 +240,16 @@ def needs_work(cell: Cell, cs: CellState, fingerprint: str) -> bool:
     return not (done and cs.cell in (None, cell.model_dump_json()))  # None: a state written before cells had one
 
 
+def _warn_if_the_disk_is_short(sweep: _Sweep, todo: list[Cell]) -> None:
+    """One line at start when the output folder will not hold what the cells still to do will write."""
+    try:
+        to_compress = [c for c in todo if not (sweep.out / "checkpoints" / c.name / MANIFEST_FILE).is_file()]
+        requests = sum(request_counts(sweep.plan).values())
+        warn_if_short(disk_estimate(sweep.plan, sweep.state, to_compress, len(todo), requests), sweep.out)
+    except Exception as exc:  # the estimate is advice: one that cannot be made never stops a sweep
+        log.debug("no disk estimate: %s", exc)
+
+
 def run_sweep(
     plan: Plan,
     plan_file: Path,
@@ -270,6 +281,7 @@ def run_sweep(
         for cell in cells:
             if cell not in todo:
                 log.info("[%s] already evaluated; skipping", cell.name)
+        _warn_if_the_disk_is_short(sweep, todo)
         ready = _compress_all(sweep, todo)
         if ready and not sweep.halt:
             asyncio.run(_serve_and_evaluate(sweep, ready))
