@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from comptrust_core import MANIFEST_FILE
 
-from comptrust.sweep.store import RunSync, StaleAttempt, StudyStore
+from comptrust.sweep.store import PUT_TRIES, RunSync, StaleAttempt, StoreRefused, StudyStore
 
 
 def _lines(start: int, stop: int) -> bytes:
@@ -160,3 +160,54 @@ def test_checkpoints_on_s3_are_uploaded_manifest_last(s3: str, tmp_path: Path, m
 def test_a_store_url_without_its_filesystem_says_what_to_install() -> None:
     with pytest.raises(Exception, match="install the filesystem for nosuchfs://"):
         StudyStore("nosuchfs://bucket/study")
+
+
+def test_an_object_store_that_refuses_a_put_is_retried_then_fails_with_its_message(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("comptrust.sweep.store.PUT_BACKOFF_S", 0.0)
+    store = StudyStore("memory://study-refusals")
+    refusals = [3]
+
+    def pipe_file(path: str, data: bytes) -> None:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise OSError("SlowDown: please reduce your request rate")
+        memory[path] = data
+
+    memory: dict[str, bytes] = {}
+    monkeypatch.setattr(store.fs, "pipe_file", pipe_file)
+    store.write_text("cells/a.json", "{}")  # refused three times, then taken
+    assert list(memory) == [store.path("cells/a.json")] and refusals == [0]
+    assert caplog.text.count("the study store refused cells/a.json") == 3
+
+    refusals[0] = 100
+    with pytest.raises(StoreRefused) as caught:
+        store.write_text("cells/b.json", "{}")
+    message = str(caught.value)
+    assert message.startswith(
+        f"the study store memory://study-refusals refused to write cells/b.json {PUT_TRIES} times"
+    )
+    assert "SlowDown: please reduce your request rate" in message and caught.value.exit_code == 4
+
+
+def test_a_full_disk_under_a_path_store_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    store = StudyStore(str(tmp_path / "store"))
+    store.write_text("runs/a.started", "x\n")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(
+        StoreRefused, match=r"could not write a file of the study store to .*runs/a\.started: \[Errno 28\]"
+    ):
+        store.write_text("runs/a.started", "y\n")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert sorted(p.name for p in (tmp_path / "store" / "runs").iterdir()) == ["a.started"]
+    assert (tmp_path / "store" / "runs" / "a.started").read_text() == "x\n"

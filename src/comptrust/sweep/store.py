@@ -142,7 +142,7 @@ class StudyStore:
         if not is_storage_error(exc):
             return exc
         return StoreRefused(
-            str(storage_error(Path(self.path(rel)), exc, "to the study store", after="then rerun the sweep"))
+            str(storage_error(Path(self.path(rel)), exc, "a file of the study store", after="then rerun the sweep"))
         )
 
     def _put(self, rel: str, put: Callable[[], object]) -> None:
