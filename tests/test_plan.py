@@ -63,7 +63,12 @@ def test_dry_run_of_the_examples(
     assert "estimate" in printed and "total: about" in printed
     if "requests per checkpoint: unknown" not in printed:  # the paper plan's data is not on this machine
         assert "smallest drop detectable against the dense base at 80% power" in printed
-        assert "points  on" in printed and "assumed per-request SD 0.5" in printed
+        # at the family's level (0.05 over configurations x perspectives) a handful of requests per perspective
+        # (the quickstart's quick suite) cannot detect anything, and the dry run says so rather than promise a drop
+        detectable = "points  on" in printed and "assumed per-request SD 0.5" in printed
+        assert detectable or "too few clusters to decide" in printed
+        if example == "quickstart.toml":
+            assert "points  on" not in printed and "0.05/40 = 0.0013" in printed
     for method in {c.method for c in plan.cells()} - set(method_names()):
         assert f"method {method!r} is not registered in this installation" in printed
     assert not plan.out_dir().exists()  # a dry run writes nothing

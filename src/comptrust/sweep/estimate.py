@@ -112,6 +112,8 @@ class Estimate:
     to_evaluate: list[str]
     notes: list[str] = field(default_factory=list)
     power: list[Detectable] = field(default_factory=list)
+    family: int = 1
+    """How many pooled deltas the study's verdicts correct over (the power line's level)."""
     """Per perspective, the smallest drop against the dense base the plan's requests can detect."""
     per_cell_s: dict[str, float] = field(default_factory=dict)
     """Estimated start-up plus evaluation seconds of each checkpoint still to evaluate."""
@@ -240,7 +242,10 @@ def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: Clus
                 + ("serve+evaluate" if not serve_slots else "compression")
                 + " cell as [ray] asks; the cells would wait for one"
             )
-    power = detectable_drops(_per_perspective(requests), _dense_scores(out)) if requests else []
+    per_perspective = _per_perspective(requests) if requests else {}
+    # the pooled deltas the verdicts correct over: compressed configurations (seeds pooled) x perspectives
+    family = max(1, len({_config_of(c) for c in cells if c.method != "dense"}) * len(per_perspective))
+    power = detectable_drops(per_perspective, _dense_scores(out), family=family) if requests else []
     disk: DiskEstimate | None = None
     try:
         to_compress = [c for c in cells if c.name in compress_s]
@@ -263,6 +268,7 @@ def estimate(plan: Plan, state: SweepState, registered: list[str], cluster: Clus
         to_evaluate=to_evaluate,
         notes=notes,
         power=power,
+        family=family,
         per_cell_s=per_cell,
         compress_slots=max(1, compress_slots),
         serve_slots=max(1, serve_slots),
@@ -279,6 +285,11 @@ def _serving_dtype(plan: Plan) -> DtypeChoice | None:
         return None
     asked = "auto" if vllm and plan.serve.dtype is None else plan.serve.dtype  # vLLM's own default is the checkpoint's
     return choose_cpu_dtype(asked, "bfloat16")
+
+
+def _config_of(cell: Cell) -> str:
+    """A cell's configuration: everything but its calibration seed (seeds are pooled into one delta)."""
+    return cell.model_dump_json(exclude={"calib_seed"})
 
 
 def _per_perspective(requests: dict[str, int]) -> dict[str, int]:
@@ -359,9 +370,9 @@ def format_estimate(plan: Plan, est: Estimate) -> str:
         )
     if est.power:
         lines.append(
-            f"smallest drop detectable against the dense base at {POWER:.0%} power (paired, two-sided {ALPHA:g}, "
-            "per perspective, before the study's multiple-comparison correction; size --sample / evaluate.sample "
-            "with it):"
+            f"smallest drop detectable against the dense base at {POWER:.0%} power (paired, two-sided, at "
+            f"{ALPHA:g}/{est.family} = {ALPHA / est.family:.2g}: the level the verdicts and the gate use over the "
+            f"study's {est.family} pooled deltas; size --sample / evaluate.sample with it):"
         )
         pwidth = max(len(d.perspective) for d in est.power)
         for d in est.power:

@@ -128,7 +128,8 @@ def linear_parts(
     rows: pl.LazyFrame, keys: list[str], value: str, *, with_clusters: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """(cells, clusters) of the linearized estimator: per cell (``keys``) its ``estimate`` (Σ w·x), ``n``, ``groups``
-    and ``ss`` (Σ over clusters of u²); with ``with_clusters``, per (cell, cluster) its ``u = Σ w·(x - x̄_group)``.
+    and ``ss`` (Σ over clusters of u²); with ``with_clusters``, per (cell, cluster) its ``u = Σ w·(x - x̄_group)``,
+    its total ``t = Σ w·x`` and weight ``wsum = Σ w`` (what the sign-flip test flips).
 
     Each record's weight depends on its group alone (``w_g``, the share DecodingTrust's mean of means gives the group,
     over its ``n_g`` records), so everything is computed from per-(group, cluster) sums and counts: ``u_c = Σ_g w_g
@@ -182,7 +183,7 @@ def linear_parts(
         per.lazy()
         .join(groups.lazy().select(*ids, "w", "mean_g"), on=ids, how="left")
         .group_by("_cell", "cluster")
-        .agg(u=u.sum())
+        .agg(u=u.sum(), t=(pl.col("w") * pl.col("s")).sum(), wsum=(pl.col("w") * pl.col("k")).sum())
         .collect()
     )
     del per

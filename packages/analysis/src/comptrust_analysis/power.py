@@ -9,6 +9,11 @@ the square root of its records: the spread per request, clustering and DecodingT
 compressed side is assumed to correlate 0.5 with it, which makes the paired difference's spread equal to one
 side's), else :data:`ASSUMED_SD` (0/1 scores that disagree with the dense base on a quarter of the items, each item
 independent: optimistic where items cluster).
+
+The level is the one the verdicts and the gate use: a study's pooled deltas are one family, so with ``family`` of
+them the test is at ``alpha / family`` (Bonferroni, the first step of Holm's correction). Where the dense base was
+measured, the test's unit is the cluster (requests that share a source), and a plan whose clusters cannot reach that
+level at all (the sign-flip test of ``G`` clusters gives no p below ``2 / 2^G``) detects no drop, and says so.
 """
 
 from __future__ import annotations
@@ -37,28 +42,43 @@ class Detectable:
 
 
 def detectable_drop(requests: int, sd: float, *, alpha: float = ALPHA, power: float = POWER) -> float | None:
-    """The smallest true change (score points) a paired two-sided test finds with ``power`` on ``requests``."""
-    if requests < 2 or not sd > 0:
+    """The smallest true change (score points) a paired two-sided test finds with ``power`` on ``requests``
+    independent units (clusters) whose paired differences spread ``sd`` (0-1 scale)."""
+    if requests < 2 or not sd > 0 or (requests < 64 and 2.0 / 2.0**requests > alpha):
         return None
     es = TTestPower().solve_power(effect_size=None, nobs=requests, alpha=alpha, power=power, alternative="two-sided")
     return float(es) * sd * 100
 
 
-def detectable_drops(requests: dict[str, int], scores: pl.DataFrame | None = None) -> list[Detectable]:
-    """Per perspective (``requests``: the plan's requests per perspective): the detectable drop, from the dense
-    base's variance where ``scores`` (an ``analyze`` scores table with ``se``) has a dense row for it."""
-    measured: dict[str, tuple[float, int]] = {}
+def detectable_drops(
+    requests: dict[str, int], scores: pl.DataFrame | None = None, *, family: int = 1
+) -> list[Detectable]:
+    """Per perspective (``requests``: the plan's requests per perspective): the detectable drop at the level the
+    verdicts use over a ``family`` of pooled deltas, from the dense base's variance and clusters where ``scores``
+    (an ``analyze`` scores table with ``se``) has a dense row for it."""
+    alpha = ALPHA / max(family, 1)
+    measured: dict[str, tuple[float, int, int]] = {}
     if scores is not None and {"method", "se", "n", "perspective"} <= set(scores.columns):
-        dense = scores.filter((pl.col("method") == "dense") & pl.col("se").is_not_null() & (pl.col("n") > 1))
+        dense = scores.filter(
+            (pl.col("method") == "dense") & pl.col("se").is_not_null() & pl.col("se").is_not_nan() & (pl.col("n") > 1)
+        )
+        has_clusters = "clusters" in dense.columns
         for row in dense.iter_rows(named=True):
-            measured.setdefault(str(row["perspective"]), (float(row["se"]), int(row["n"])))
+            n_run = int(row["n"])
+            g_run = int(row["clusters"]) if has_clusters and row["clusters"] else n_run
+            measured.setdefault(str(row["perspective"]), (float(row["se"]), n_run, g_run))
     out = []
     for perspective, n in sorted(requests.items()):
         if perspective in measured:
-            se, n_run = measured[perspective]
-            sd = se / 100 * math.sqrt(n_run)
-            source = f"dense base measured (SE {se:.2f} on {n_run} requests)"
+            se, n_run, g_run = measured[perspective]
+            units = max(1, round(g_run * n / n_run))  # the plan's clusters, at the measured requests per cluster
+            sd = se / 100 * math.sqrt(g_run)
+            source = f"dense base measured (SE {se:.2f} on {n_run} requests, {g_run} clusters)"
         else:
-            sd, source = ASSUMED_SD, f"assumed per-request SD {ASSUMED_SD:g}, independent items"
-        out.append(Detectable(perspective, n, detectable_drop(n, sd), source))
+            units, sd = n, ASSUMED_SD
+            source = f"assumed per-request SD {ASSUMED_SD:g}, independent items"
+        drop = detectable_drop(units, sd, alpha=alpha)
+        if drop is None and 2 <= units < 64 and 2.0 / 2.0**units > alpha:
+            source = f"too few clusters to decide: {units} give no p below {2.0 / 2.0**units:.3g} > {alpha:.3g}"
+        out.append(Detectable(perspective, n, drop, source))
     return out

@@ -57,6 +57,7 @@ _TABLE_COLUMNS = [
     "n",
     "clusters",
     "errors",
+    "ci_note",
 ]
 
 DEFAULT_VARIANT: Variant = "dt-compressed-trust"
@@ -78,9 +79,12 @@ def other_variant(variant: str) -> Variant:
 
 
 GATE_RULE = (
-    "a configuration fails the gate on a perspective when its pooled paired delta against the dense base is below "
-    "-max_drop points with its whole 95% interval below -max_drop too (ci_high < -max_drop): a drop larger than "
-    "allowed that noise cannot explain; a delta whose interval reaches above -max_drop passes (not shown to be worse)"
+    "a configuration fails the gate on a perspective when its pooled paired delta against the dense base reads "
+    "'drop' (its p-value, corrected over the study's family of pooled deltas, below 0.05) and its interval adjusted "
+    "for the same family (adj_low, adj_high: simultaneous at level 0.05/k for Holm over k deltas, the false-coverage-"
+    "rate level for Benjamini-Hochberg) lies wholly below -max_drop: a drop larger than allowed that noise cannot "
+    "explain, with the verdict and the gate reading the same numbers; a delta with too few clusters, no spread or a "
+    "degenerate bootstrap has no verdict and passes (not shown to be worse), and says so"
 )
 
 
@@ -107,7 +111,7 @@ class Gate:
         """The gate's verdict on the pooled deltas, as the JSON file holds it."""
         cells = []
         for r in deltas.filter(pl.col("checkpoint") == "pooled").iter_rows(named=True):
-            failed = r["delta"] is not None and r["ci_high"] is not None and r["ci_high"] < -self.max_drop
+            failed = r["verdict"] == "drop" and r["adj_high"] is not None and r["adj_high"] < -self.max_drop
             cells.append(
                 {
                     "configuration": r["label"],
@@ -116,8 +120,13 @@ class Gate:
                     "delta": r["delta"],
                     "ci_low": r["ci_low"],
                     "ci_high": r["ci_high"],
+                    "adj_low": r["adj_low"],
+                    "adj_high": r["adj_high"],
+                    "adj_level": r["adj_level"],
+                    "p_adj": r["p_adj"],
                     "seeds": r["seeds"],
                     "verdict": r["verdict"],
+                    "note": r["ci_note"],
                     "failed": bool(failed),
                 }
             )
@@ -340,20 +349,23 @@ def _warn_blank_toxicity(scores: pl.DataFrame) -> None:
 def _with_intervals(scores: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
     """The scores table with each perspective score's standard error, 95% interval and clusters."""
     own = cells.filter((pl.col("statistic") == "score") & (pl.col("sub_scenario") == ALL)).select(
-        "run", "endpoint", "perspective", "se", "ci_low", "ci_high", "clusters"
+        "run", "endpoint", "perspective", "se", "ci_low", "ci_high", "clusters", "ci_note"
     )
     joined = scores.join(own, on=["run", "endpoint", "perspective"], how="left")
     scored = pl.col("score").is_not_null()  # a perspective without a score (n/a) has no interval either
-    return joined.with_columns(pl.when(scored).then(pl.col(c)).alias(c) for c in ("se", "ci_low", "ci_high"))
+    kept = joined.with_columns(pl.when(scored).then(pl.col(c)).alias(c) for c in ("se", "ci_low", "ci_high", "ci_note"))
+    return kept.with_columns(pl.col("ci_note").fill_null(""))
 
 
 DELTA_LEGEND = (
-    "Δ = compressed - dense on the requests both answered (paired: the same prompt and sampling seed); [95% interval]; "
-    "pooled = mean over calibration seeds, its interval including seed-to-seed variance; p_adj corrected over the "
-    "pooled deltas ({correction}); verdict: drop / gain (p_adj < 0.05; a seed's own row: its uncorrected p), "
-    "equivalent within ±X (TOST, --equivalence), "
-    "or no change detected; left_out = requests only one side answered; ~ = seed-sensitive (seeds spread more than "
-    "the item-level standard error)"
+    "Δ = compressed - dense on the requests both answered (paired: the same prompt and sampling seed); ci = 95% "
+    "interval; adjusted = the interval at the level of the correction over the family of pooled deltas ({correction}: "
+    "Holm's family gets simultaneous Bonferroni intervals), which the gate reads; pooled = mean over calibration "
+    "seeds, its interval including seed-to-seed variance; p_adj corrected over the pooled deltas; verdict: drop / gain "
+    "(p_adj < 0.05; a seed's own row: its uncorrected p), equivalent within ±X (TOST, --equivalence), no change "
+    "detected, or why it cannot be decided (too few clusters: the sign-flip test of G clusters cannot give p < 2/2^G; "
+    "no spread between clusters; a degenerate bootstrap); left_out = requests only one side answered; ~ = "
+    "seed-sensitive (seeds spread more than the item-level standard error)"
 )
 
 
@@ -361,7 +373,16 @@ def delta_view(deltas: pl.DataFrame) -> pl.DataFrame:
     """The deltas for people: one row per configuration, checkpoint (or pooled) and perspective."""
     if deltas.is_empty():
         return pl.DataFrame({"note": ["no compressed checkpoint with a dense base served the same way"]})
-    interval = pl.format("[{}, {}]", pl.col("ci_low").round(1), pl.col("ci_high").round(1))
+    interval = (
+        pl.when(pl.col("ci_low").is_not_null() & pl.col("ci_high").is_not_null())
+        .then(pl.format("[{}, {}]", pl.col("ci_low").round(1), pl.col("ci_high").round(1)))
+        .otherwise(pl.format("none: {}", pl.col("ci_note").fill_null("not estimable")))
+    )
+    adjusted = (
+        pl.when(pl.col("adj_low").is_not_null() & pl.col("adj_high").is_not_null())
+        .then(pl.format("[{}, {}]", pl.col("adj_low").round(1), pl.col("adj_high").round(1)))
+        .otherwise(pl.lit("none"))
+    )
     # a configuration with one seed: its pooled row is that seed's, shown once
     several = pl.col("seeds").max().over("label", "base_model", "perspective") > 1
     return deltas.filter((pl.col("checkpoint") == "pooled") | several).select(
@@ -372,9 +393,10 @@ def delta_view(deltas: pl.DataFrame) -> pl.DataFrame:
         perspective="perspective",
         delta=pl.col("delta").round(1),
         ci=interval,
+        adjusted=pl.when(pl.col("checkpoint") == "pooled").then(adjusted).otherwise(pl.lit("")),
         p_adj=pl.when(pl.col("p_adj") < 0.001)
         .then(pl.lit("<0.001"))
-        .otherwise(pl.col("p_adj").round(3).cast(pl.String)),
+        .otherwise(pl.col("p_adj").round(3).cast(pl.String).fill_null("")),
         verdict=pl.col("verdict") + pl.when(pl.col("seed_sensitive")).then(pl.lit(" ~")).otherwise(pl.lit("")),
         pairs="pairs",
         left_out="left_out",

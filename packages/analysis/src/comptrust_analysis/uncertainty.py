@@ -1,25 +1,27 @@
 """Every score with its interval, every change against the dense base paired on identical items, and a verdict.
 
 Score cells (:func:`score_cells`): per (run, endpoint, perspective) and per sub-scenario, the score with ``n``,
-clusters, a standard error and a 95% interval (:mod:`comptrust_analysis.intervals` says how).
+clusters, a standard error and a 95% interval inside [0, 100] (:mod:`comptrust_analysis.intervals` says how the
+standard errors are computed, :mod:`comptrust_analysis.decide` which interval goes with them), or no interval and a
+``ci_note`` saying why.
 
 Deltas (:func:`paired_deltas`): per compressed checkpoint and perspective, ``d_i = compressed_i - dense_i`` over the
 requests both answered (same task, item and sample: the same prompt and sampling seed), so item difficulty cancels.
-A request only one side answered is left out of the pair and counted (``left_out``). Structured perspectives: the
-clustered standard error of the weighted mean of ``d``, a t interval and a two-sided p-value (t, clusters - 1
-degrees of freedom); when every value is 0/1 and each cluster is one request, also the exact McNemar test on the
-discordant pairs (statsmodels). Toxicity and fairness: the paired cluster bootstrap (both sides drawn with the same
-clusters), its standard error and percentile interval, and a normal p-value from that standard error.
+A request only one side answered is left out of the pair and counted (``left_out``). Deltas of means (structured
+perspectives; toxicity, a mean of per-prompt peaks, below the bootstrap's cluster count): the cluster sign-flip test
+below :data:`~comptrust_analysis.decide.SIGN_FLIP_BELOW` clusters, the clustered standard error with t from there;
+when every value is 0/1 and each cluster is one request, also the exact McNemar test on the discordant pairs
+(statsmodels). Toxicity and fairness with enough clusters: the paired cluster bootstrap (both sides drawn with the
+same clusters), its standard error with a normal reference.
 
-Calibration seeds: each seed's delta is a row; the configuration's pooled delta is their mean, with a variance that
-adds to the clustered variance of the pooled paired mean (clusters shared across seeds) the excess seed-to-seed
-variance ``max(0, var(seed deltas) - mean(se²))/k``; its interval is normal. A pooled cell whose seed deltas spread
-(sample sd) more than their typical item-level standard error is ``seed_sensitive``.
+Calibration seeds: each seed's delta is a row; the configuration's pooled delta is their mean. Below
+``SIGN_FLIP_BELOW`` clusters it is tested by flipping the seeds' mean cluster totals; from there its variance adds to
+the clustered variance of the pooled paired mean (clusters shared across seeds) the excess seed-to-seed variance
+``max(0, var(seed deltas) - mean(se²))/k``, with a normal reference. A pooled cell whose seed deltas spread (sample
+sd) more than their typical item-level standard error is ``seed_sensitive``.
 
-Verdicts: the pooled deltas of a study are one family, corrected by Holm (default) or Benjamini-Hochberg
-(statsmodels' ``multipletests``). A delta is a ``drop`` or a ``gain`` when its corrected p-value is below 0.05;
-otherwise, with a margin (``--equivalence X``), ``equivalent`` when the two one-sided tests (TOST) both reject at
-0.05, i.e. its 90% interval lies inside ±X points; else ``no change detected``.
+Verdicts (:func:`_verdicts`): the pooled deltas of a study are one family, corrected by Holm (default) or
+Benjamini-Hochberg, with intervals at the matching level (``adj_low``, ``adj_high``), which the gate reads.
 """
 
 from __future__ import annotations
@@ -30,10 +32,20 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
+from comptrust_analysis.decide import (
+    BOOTSTRAP_FROM,
+    SIGN_FLIP_BELOW,
+    Test,
+    adjust,
+    bootstrap_test,
+    bounded_score_interval,
+    no_test,
+    normal_test,
+    sign_flip_test,
+    t_test,
+)
 from comptrust_analysis.fairness import FEW_KNOWN, fairness_answers
 from comptrust_analysis.intervals import (
     ALPHA,
@@ -63,7 +75,6 @@ BOOTSTRAP_MAX_CLUSTERS = 20_000
 """Above this many clusters toxicity's interval is the clustered standard error of its (linear) mean of group means
 instead of the bootstrap: they agree there, and 2000 resamples of a hundred thousand clusters would take minutes."""
 _KEYS = ["run", "endpoint", "perspective"]
-_METHODS = {"holm": "holm", "bh": "fdr_bh"}
 ALL = "(all)"
 """The sub-scenario of a perspective's own score cell."""
 
@@ -81,6 +92,7 @@ _CELL_SCHEMA: pl.Schema = pl.Schema(
         "n": pl.Int64(),
         "clusters": pl.Int64(),
         "method": pl.String(),
+        "ci_note": pl.String(),
     }
 )
 CELL_COLUMNS = list(_CELL_SCHEMA)
@@ -107,8 +119,12 @@ _DELTA_SCHEMA: dict[str, pl.DataType] = {
     "seed_sd": pl.Float64(),
     "seed_sensitive": pl.Boolean(),
     "tost_p": pl.Float64(),
+    "adj_low": pl.Float64(),
+    "adj_high": pl.Float64(),
+    "adj_level": pl.Float64(),
     "verdict": pl.String(),
     "method": pl.String(),
+    "ci_note": pl.String(),
 }
 DELTA_COLUMNS = list(_DELTA_SCHEMA)
 
@@ -237,26 +253,34 @@ def _fairness_stat(answers: pl.DataFrame, variant: str) -> Callable[[np.ndarray]
 
 
 def _codes(clusters: pl.Series) -> np.ndarray:
-    return clusters.cast(pl.String).cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    """Each row's cluster as an index 0..C-1 (C = the number of distinct clusters)."""
+    return clusters.cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1
 
 
 # ---------------------------------------------------------------- score cells
 
 
-def _with_t_interval(df: pl.DataFrame) -> pl.DataFrame:
-    if df.is_empty():
-        return df.with_columns(ci_low=pl.lit(None, pl.Float64), ci_high=pl.lit(None, pl.Float64))
-    dof = np.maximum(df["clusters"].to_numpy().astype(float) - 1, 1.0)
-    q = stats.t.ppf(1 - ALPHA / 2, dof)
+def _with_bounded_interval(df: pl.DataFrame) -> pl.DataFrame:
+    """Scores on the 0-1 scale with their :func:`~comptrust_analysis.decide.bounded_score_interval` (0-1)."""
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    notes: list[str | None] = []
+    for est, se, n, g in df.select("estimate", "se", "n", "clusters").iter_rows():
+        low, high, note = bounded_score_interval(float(est), se, int(n), int(g or 0))
+        lows.append(low)
+        highs.append(high)
+        notes.append(note)
     return df.with_columns(
-        ci_low=pl.col("estimate") - pl.Series(q) * pl.col("se"),
-        ci_high=pl.col("estimate") + pl.Series(q) * pl.col("se"),
+        ci_low=pl.Series(lows, dtype=pl.Float64),
+        ci_high=pl.Series(highs, dtype=pl.Float64),
+        ci_note=pl.Series(notes, dtype=pl.String),
     )
 
 
 def _linear_cells(rows: pl.LazyFrame, keys: list[str], value: str, statistic: str, sub: pl.Expr) -> pl.DataFrame:
-    est = linear_estimates(rows, keys, value).with_columns(estimate=pl.col("estimate") * 100, se=pl.col("se") * 100)
-    return _with_t_interval(est).select(
+    est = _with_bounded_interval(linear_estimates(rows, keys, value))
+    est = est.with_columns(pl.col("estimate", "se", "ci_low", "ci_high") * 100)
+    return est.select(
         "run",
         "endpoint",
         "perspective",
@@ -268,7 +292,8 @@ def _linear_cells(rows: pl.LazyFrame, keys: list[str], value: str, statistic: st
         ci_high="ci_high",
         n="n",
         clusters="clusters",
-        method=pl.lit("clustered SE, t"),
+        method=pl.lit("clustered SE, Clopper-Pearson at the effective size (Korn-Graubard)"),
+        ci_note="ci_note",
     )
 
 
@@ -291,7 +316,7 @@ def score_cells(data: Prepared, variant: str) -> pl.DataFrame:
         out: list[dict[str, object]] = []
         for (run, endpoint), part in data.prompts.group_by("run", "endpoint", maintain_order=True):
             codes = _codes(part["cluster"])
-            if int(codes.max()) + 1 > BOOTSTRAP_MAX_CLUSTERS:
+            if not BOOTSTRAP_FROM <= int(codes.max()) + 1 <= BOOTSTRAP_MAX_CLUSTERS:
                 out.append(_toxicity_linear_cell(str(run), str(endpoint), part))
                 continue
             groups = part["group"].cast(pl.Categorical).to_physical().to_numpy().astype(int)
@@ -339,21 +364,26 @@ def _toxicity_linear_cell(run: str, endpoint: str, part: pl.DataFrame) -> dict[s
     per-prompt peaks, linear in them, so the clustered standard error is the bootstrap's limit (a test shows the
     two agree)."""
     est = linear_estimates(_toxicity_rows(part, 1 - pl.col("peak")), _KEYS, "value").row(0, named=True)
-    estimate, se = 100 * est["estimate"], 100 * est["se"]
-    bounds = _t_result(estimate, se, est["clusters"] - 1)
+    low, high, note = bounded_score_interval(est["estimate"], est["se"], est["n"], est["clusters"])
+    if not 0 <= est["estimate"] <= 1:
+        low = high = None
+        note = "score outside 0-100 (DecodingTrust counts a blank sample's toxicity -1): no interval"
+    many = est["clusters"] > BOOTSTRAP_MAX_CLUSTERS
     return {
         "run": run,
         "endpoint": endpoint,
         "perspective": "toxicity",
         "sub_scenario": ALL,
         "statistic": "score",
-        "estimate": estimate,
-        "se": se,
-        "ci_low": bounds["ci_low"],
-        "ci_high": bounds["ci_high"],
+        "estimate": 100 * est["estimate"],
+        "se": 100 * est["se"] if est["se"] is not None else None,
+        "ci_low": 100 * low if low is not None else None,
+        "ci_high": 100 * high if high is not None else None,
         "n": part.height,
         "clusters": est["clusters"],
-        "method": f"clustered SE, t (over {BOOTSTRAP_MAX_CLUSTERS} clusters)",
+        "method": "clustered SE, Clopper-Pearson at the effective size (Korn-Graubard)"
+        + (f", over {BOOTSTRAP_MAX_CLUSTERS} clusters" if many else f", under {BOOTSTRAP_FROM} clusters"),
+        "ci_note": note,
     }
 
 
@@ -365,16 +395,39 @@ def _toxicity_linear_delta(comp: pl.DataFrame, base: pl.DataFrame) -> dict[str, 
     rows = _toxicity_rows(
         joined.with_columns(run=pl.lit("pair"), endpoint=pl.lit("pair")), pl.col("peak") - pl.col("peak_c")
     )
-    est = linear_estimates(rows, _KEYS, "value").row(0, named=True)
-    estimate, se = 100 * est["estimate"], 100 * est["se"]
+    cells, clusters = linear_parts(rows, _KEYS, "value", with_clusters=True)
+    est = finish_estimates(cells).row(0, named=True)
+    assert clusters is not None
+    test = _linear_test(100 * est["estimate"], est["se"], est["clusters"], clusters)
     return {
-        "delta": estimate,
-        "se": se,
-        **_t_result(estimate, se, est["clusters"] - 1),
+        **_from_test(test, est["se"]),
         "mcnemar_p": None,
         "pairs": joined.height,
         "left_out": left_out,
-        "method": f"paired, clustered SE, t (over {BOOTSTRAP_MAX_CLUSTERS} clusters)",
+        "_test": test,
+        "_t": clusters.select("cluster", "t", "wsum", "u"),
+    }
+
+
+def _linear_test(estimate: float, se: float | None, clusters: int, parts: pl.DataFrame) -> Test:
+    """A paired delta of means: the sign-flip test below :data:`SIGN_FLIP_BELOW` clusters (on ``parts``' cluster
+    totals ``t`` and weights ``wsum``), else the clustered SE with t."""
+    if clusters < SIGN_FLIP_BELOW:
+        return sign_flip_test(parts["t"].to_numpy(), parts["wsum"].to_numpy())
+    return t_test(estimate, 100 * se if se is not None else float("nan"), clusters, method="paired, clustered SE, t")
+
+
+def _from_test(test: Test, se: float | None, *, scale: float = 100.0) -> dict[str, object]:
+    """The row fields a test gives: delta, se, the 95% interval (or why none), p."""
+    found, note = test.interval(ALPHA)
+    return {
+        "delta": test.estimate,
+        "se": scale * se if se is not None and np.isfinite(se) and test.note is None else None,
+        "ci_low": found[0] if found else None,
+        "ci_high": found[1] if found else None,
+        "p": test.p(),
+        "method": test.method,
+        "ci_note": note,
     }
 
 
@@ -382,7 +435,19 @@ def _boot_cell(
     run: str, endpoint: str, *, perspective: str, stat: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, n: int
 ) -> dict[str, object]:
     estimate = float(stat(np.ones((1, codes.size)))[0])
-    se, low, high = cluster_bootstrap(codes, stat)
+    clusters = int(codes.max()) + 1 if codes.size else 0
+    se: float | None
+    low: float | None
+    high: float | None
+    note = None
+    if clusters < BOOTSTRAP_FROM:
+        se = low = high = None
+        note = f"too few clusters for the bootstrap ({clusters} < {BOOTSTRAP_FROM})"
+    else:
+        se, low, high = cluster_bootstrap(codes, stat)
+        if not se > 0 or not high > low:
+            se = low = high = None
+            note = "bootstrap degenerate (every resample the same)"
     return {
         "run": run,
         "endpoint": endpoint,
@@ -394,8 +459,9 @@ def _boot_cell(
         "ci_low": low,
         "ci_high": high,
         "n": n,
-        "clusters": int(codes.max()) + 1 if codes.size else 0,
+        "clusters": clusters,
         "method": "cluster bootstrap, percentile",
+        "ci_note": note,
     }
 
 
@@ -455,17 +521,6 @@ def _pairs(checkpoints: pl.DataFrame, labels: dict[tuple[str, str], str]) -> lis
     return out
 
 
-def _t_result(estimate: float, se: float, dof: int) -> dict[str, float]:
-    """``estimate`` ± t(dof)·``se`` (95%) and its two-sided p-value (with no spread: 0 for a nonzero estimate, NaN
-    for a zero one)."""
-    q = float(stats.t.ppf(1 - ALPHA / 2, max(dof, 1)))
-    if se > 0:
-        p = float(2 * stats.t.sf(abs(estimate / se), max(dof, 1)))
-    else:
-        p = float("nan") if se != 0 or estimate == 0 else 0.0
-    return {"ci_low": estimate - q * se, "ci_high": estimate + q * se, "p": p}
-
-
 def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object]]:
     """Per perspective: the paired delta of one compressed checkpoint against its dense base, and the per-cluster
     contributions the pooled estimate needs."""
@@ -480,8 +535,7 @@ def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object
     cells_df, clusters_df = linear_parts(d.lazy(), keys, "d", with_clusters=True)
     est = finish_estimates(cells_df)
     assert clusters_df is not None
-    contributions = clusters_df.with_columns(u=pl.col("u") * 100)
-    by_perspective = contributions.partition_by("perspective", as_dict=True)
+    by_perspective = clusters_df.partition_by("perspective", as_dict=True)
     # a unit is one record per side (records are deduplicated by key), so either side's count less the pairs is
     # what only that side answered
     either = (
@@ -502,22 +556,19 @@ def _structured_delta(data: Prepared, pair: _Pair) -> dict[str, dict[str, object
     out: dict[str, dict[str, object]] = {}
     for row in info.iter_rows(named=True):
         perspective = str(row["perspective"])
-        estimate = 100 * row["estimate"]
-        se = 100 * row["se"] if row["se"] is not None else float("nan")
         mc = None
         if row["binary"] and row["clusters"] == row["pairs"]:  # 0/1 outcomes on independent items
             table = [[row["both"], row["worse"]], [row["better"], row["neither"]]]
             mc = float(mcnemar(table, exact=True).pvalue)
-        u = by_perspective.get((perspective,))
+        u = by_perspective[(perspective,)]
+        test = _linear_test(100 * row["estimate"], row["se"], row["clusters"], u)
         out[perspective] = {
-            "delta": estimate,
-            "se": se,
-            **_t_result(estimate, se, row["clusters"] - 1),
+            **_from_test(test, row["se"]),
             "mcnemar_p": mc,
             "pairs": row["pairs"],
             "left_out": (row["sides"] or 2 * row["pairs"]) - 2 * row["pairs"],
-            "method": "paired, clustered SE, t",
-            "_u": u.select("cluster", "u") if u is not None and row["clusters"] > 1 else pl.DataFrame(),
+            "_test": test,
+            "_t": u.select("cluster", "t", "wsum", "u"),
         }
     return out
 
@@ -544,18 +595,15 @@ def _boot_delta(
         return np.asarray(c_stat(w[:, :n_c]) - b_stat(w[:, n_c:]))
 
     estimate = float(delta(np.ones((1, codes.size)))[0])
-    se, low, high = cluster_bootstrap(codes, delta)
-    p = float(2 * stats.norm.sf(abs(estimate / se))) if se > 0 else float("nan")
+    n_clusters = int(codes.max()) + 1
+    se = cluster_bootstrap(codes, delta)[0] if n_clusters >= BOOTSTRAP_FROM else float("nan")
+    test = bootstrap_test(estimate, se, n_clusters, method=f"paired cluster bootstrap ({kind}), normal")
     return {
-        "delta": estimate,
-        "se": se,
-        "ci_low": low,
-        "ci_high": high,
-        "p": p,
+        **_from_test(test, se, scale=1.0),
         "mcnemar_p": None,
         "pairs": both.height,
         "left_out": left_out,
-        "method": f"paired cluster bootstrap ({kind}), percentile",
+        "_test": test,
     }
 
 
@@ -591,7 +639,7 @@ def paired_deltas(
                 return _toxicity_stat(g, part["peak"].to_numpy())
 
             clusters = pl.concat([comp["cluster"], base["cluster"]]).n_unique()
-            if clusters > BOOTSTRAP_MAX_CLUSTERS:
+            if not BOOTSTRAP_FROM <= clusters <= BOOTSTRAP_MAX_CLUSTERS:
                 result = _toxicity_linear_delta(comp, base)
             else:
                 result = _boot_delta(comp, base, tox, ["group", "item_id"], "prompts")
@@ -623,8 +671,11 @@ def paired_deltas(
                 }
             )
     pooled = [_pool(group) for group in _by_config(per_seed)]
-    table = pl.DataFrame([_public(r) for r in [*per_seed, *pooled]], schema=_DELTA_SCHEMA, orient="row")
-    return _verdicts(table, options)
+    rows = _verdicts([*per_seed, *pooled], options)
+    table = pl.DataFrame([_public(r) for r in rows], schema=_DELTA_SCHEMA, orient="row")
+    return table.with_columns(pl.col(pl.Float64).fill_nan(None)).sort(
+        "base_model", "label", "perspective", "checkpoint", nulls_last=True
+    )
 
 
 def _by_config(rows: list[dict[str, object]]) -> list[list[dict[str, object]]]:
@@ -637,44 +688,57 @@ def _by_config(rows: list[dict[str, object]]) -> list[list[dict[str, object]]]:
 def _pool(seeds: list[dict[str, object]]) -> dict[str, object]:
     """A configuration's pooled delta over its seeds (see the module docstring)."""
     k = len(seeds)
-    deltas = np.array([float(s["delta"]) for s in seeds])  # type: ignore[arg-type]
-    ses = np.array([float(s["se"]) for s in seeds])  # type: ignore[arg-type]
-    estimate = float(deltas.mean())
     first = seeds[0]
-    us = [s.get("_u") for s in seeds]
-    if all(isinstance(u, pl.DataFrame) and not u.is_empty() for u in us):
-        stacked = (
-            pl.concat([u for u in us if isinstance(u, pl.DataFrame)]).group_by("cluster").agg(u=pl.col("u").sum() / k)
-        )
-        g = stacked.height
-        within = g / (g - 1) * float((stacked["u"] ** 2).sum()) if g > 1 else float("nan")
-    else:  # bootstrap deltas: the seeds' item noise treated as fully shared (their dense side is one and the same)
-        within = float(np.mean(ses) ** 2)
-    seed_sd = float(deltas.std(ddof=1)) if k > 1 else None
-    excess = max(0.0, float(deltas.var(ddof=1)) - float(np.mean(ses**2))) if k > 1 else 0.0
-    se = float(np.sqrt(within + excess / k))
-    z = stats.norm.ppf(1 - ALPHA / 2)
     if k == 1:
         return {**first, "checkpoint": "pooled", "seed": None, "seeds": 1, "seed_sd": None, "seed_sensitive": None}
+    deltas = np.array([float(s["delta"]) for s in seeds])  # type: ignore[arg-type]
+    ses = np.array([float(s["se"]) if s["se"] is not None else np.nan for s in seeds])  # type: ignore[arg-type]
+    estimate = float(deltas.mean())
+    seed_sd = float(deltas.std(ddof=1))
+    excess = max(0.0, float(deltas.var(ddof=1)) - float(np.nanmean(ses**2))) if np.isfinite(ses).any() else 0.0
+    tests = [s["_test"] for s in seeds]
+    note = next((t.note for t in tests if isinstance(t, Test) and t.note), None)
+    kind = str(first["method"]).split(" (")[0]
+    method = f"pooled over {k} seeds: {kind}"
+    parts = [s.get("_t") for s in seeds]
+    test: Test
+    pooled_se: float | None = None
+    if note is not None:
+        test = no_test(estimate, method, note)
+    elif all(isinstance(t, pl.DataFrame) and not t.is_empty() for t in parts):
+        stacked = (
+            pl.concat([t for t in parts if isinstance(t, pl.DataFrame)])
+            .group_by("cluster")
+            .agg(pl.col("t", "wsum", "u").sum() / k)
+        )
+        g = stacked.height
+        within = g / (g - 1) * float((stacked["u"] ** 2).sum()) * 100**2 if g > 1 else 0.0
+        pooled_se = float(np.sqrt(within + excess / k))
+        if g < SIGN_FLIP_BELOW:  # the seeds' mean cluster totals, flipped together
+            test = sign_flip_test(stacked["t"].to_numpy(), stacked["wsum"].to_numpy())
+            method = f"pooled over {k} seeds: {test.method}"
+        else:
+            test = normal_test(estimate, pooled_se, method=f"{method} + seed variance, normal")
+    else:  # bootstrap deltas: the seeds' item noise treated as fully shared (their dense side is one and the same)
+        pooled_se = float(np.sqrt(float(np.nanmean(ses)) ** 2 + excess / k))
+        test = normal_test(estimate, pooled_se, method=f"{method} + seed variance, normal")
+    found = _from_test(test, pooled_se, scale=1.0)
+    sd_ok = bool(np.isfinite(ses).all())
     return {
         **first,
+        **found,
         "checkpoint": "pooled",
         "seed": None,
         "score": float(np.mean([s["score"] for s in seeds if s["score"] is not None]))
         if any(s["score"] is not None for s in seeds)
         else None,
-        "delta": estimate,
-        "se": se,
-        "ci_low": estimate - z * se,
-        "ci_high": estimate + z * se,
-        "p": float(2 * stats.norm.sf(abs(estimate / se))) if se > 0 else float("nan"),
         "mcnemar_p": None,
         "pairs": int(sum(int(s["pairs"]) for s in seeds)),  # type: ignore[call-overload]
         "left_out": int(sum(int(s["left_out"]) for s in seeds)),  # type: ignore[call-overload]
         "seeds": k,
         "seed_sd": seed_sd,
-        "seed_sensitive": bool(seed_sd is not None and seed_sd > float(np.mean(ses))),
-        "method": f"pooled over {k} seeds: " + str(first["method"]) + " + seed variance, normal",
+        "seed_sensitive": bool(sd_ok and seed_sd > float(np.mean(ses))),
+        "_test": test,
     }
 
 
@@ -683,37 +747,65 @@ def _public(row: dict[str, object]) -> list[object]:
     return [row.get(c, defaults.get(c)) for c in _DELTA_SCHEMA]
 
 
-def _verdicts(table: pl.DataFrame, options: DeltaOptions) -> pl.DataFrame:
-    """Correct the pooled deltas' p-values as one family; mark each delta (pooled and per seed) with a verdict."""
-    pooled = (pl.col("checkpoint") == "pooled") & pl.col("p").is_not_nan() & pl.col("p").is_not_null()
-    family = table.with_row_index("_i").filter(pooled)
-    adjusted = table["p"].to_numpy().copy() * np.nan
-    if family.height and options.correction != "none":
-        _, p_adj, _, _ = multipletests(family["p"].to_numpy(), alpha=ALPHA, method=_METHODS[options.correction])
-        adjusted[family["_i"].to_numpy()] = p_adj
-    elif family.height:
-        adjusted[family["_i"].to_numpy()] = family["p"].to_numpy()
-    table = table.with_columns(p_adj=pl.Series(adjusted).fill_nan(None))
-    tost: list[float | None] = [None] * table.height
-    if options.equivalence is not None:
-        m = options.equivalence
-        for i, r in enumerate(table.iter_rows(named=True)):
-            d, se = r["delta"], r["se"]
-            if d is None or se is None or not se > 0:
-                continue
-            # two one-sided tests: H0 delta <= -m and H0 delta >= m; normal (z90 bounds = the 90% interval)
-            tost[i] = float(max(stats.norm.sf((d + m) / se), stats.norm.cdf((d - m) / se)))
-    table = table.with_columns(tost_p=pl.Series(tost, dtype=pl.Float64))
-    test_p = pl.coalesce("p_adj", pl.when(pl.col("checkpoint") != "pooled").then("p"))
-    significant = test_p < ALPHA
-    margin = f"equivalent within ±{options.equivalence:g}" if options.equivalence is not None else ""
-    verdict = (
-        pl.when(significant & (pl.col("delta") < 0))
-        .then(pl.lit("drop"))
-        .when(significant & (pl.col("delta") > 0))
-        .then(pl.lit("gain"))
-        .when(pl.col("tost_p") < ALPHA)
-        .then(pl.lit(margin))
-        .otherwise(pl.lit("no change detected"))
-    )
-    return table.with_columns(verdict=verdict).sort("base_model", "label", "perspective", "checkpoint", nulls_last=True)
+def adjusted_level(correction: Correction, ps: list[float]) -> float:
+    """The level of the intervals that go with a correction over a family of ``ps`` (see :func:`_verdicts`)."""
+    k = len(ps)
+    if correction == "none" or k == 0:
+        return ALPHA
+    if correction == "holm":
+        return ALPHA / k  # Bonferroni: simultaneous over the family
+    rejected = int(np.count_nonzero(adjust(ps, "bh") < ALPHA))
+    return max(rejected, 1) * ALPHA / k  # Benjamini-Yekutieli's false-coverage-rate intervals
+
+
+def _undecided(note: str) -> str:
+    if "cluster" in note and ("few" in note or "one" in note):
+        return "too few clusters to decide"
+    if "bootstrap" in note:
+        return "bootstrap degenerate: cannot decide"
+    return "no spread: cannot decide"
+
+
+def _verdicts(rows: list[dict[str, object]], options: DeltaOptions) -> list[dict[str, object]]:
+    """The pooled deltas are one family: their p-values corrected (Holm, Benjamini-Hochberg or none) and their
+    intervals at the matching level (``adj_low``/``adj_high`` at ``adj_level``: Bonferroni's α/k for Holm, the
+    false-coverage-rate level R·α/k for BH, α for none). Every delta (pooled, and each seed with its own p) gets a
+    verdict: ``drop``/``gain`` (p < 0.05 after correction), ``equivalent within ±X`` (its 90% interval inside ±X),
+    ``no change detected``, or why it cannot be decided (too few clusters, no spread, a degenerate bootstrap)."""
+    family = [r for r in rows if r["checkpoint"] == "pooled" and r.get("p") is not None]
+    ps = [float(r["p"]) for r in family]  # type: ignore[arg-type]
+    p_adj = adjust(ps, options.correction)
+    adjusted = {id(r): float(p) for r, p in zip(family, p_adj, strict=True)}
+    level = adjusted_level(options.correction, ps)
+    margin = options.equivalence
+    out = []
+    for r in rows:
+        test = r["_test"]
+        assert isinstance(test, Test)
+        pooled = r["checkpoint"] == "pooled"
+        p_test = adjusted.get(id(r)) if pooled else r.get("p")
+        row = {**r, "p_adj": adjusted.get(id(r))}
+        if pooled:
+            found, note = test.interval(level)
+            row.update(adj_low=found[0] if found else None, adj_high=found[1] if found else None, adj_level=level)
+            if found is None and row.get("ci_note") is None:
+                row["ci_note"] = f"adjusted interval: {note}"
+        tost = None
+        if margin is not None and test.note is None:
+            lower, upper = test.one_sided_at(-margin, True), test.one_sided_at(margin, False)
+            if lower is not None and upper is not None:
+                tost = max(lower, upper)
+        row["tost_p"] = tost
+        if test.note is not None:
+            verdict = _undecided(test.note)
+        elif p_test is not None and float(p_test) < ALPHA:  # type: ignore[arg-type]
+            verdict = "drop" if test.estimate < 0 else "gain"
+        elif tost is not None and tost < ALPHA:
+            verdict = f"equivalent within ±{margin:g}"
+        elif test.floor >= ALPHA:
+            verdict = "too few clusters to decide"
+        else:
+            verdict = "no change detected"
+        row["verdict"] = verdict
+        out.append(row)
+    return out
