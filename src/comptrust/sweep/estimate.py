@@ -55,31 +55,33 @@ VLLM_CPU_STARTUP_S = 125.0
 by benchmarks/vllm_kinds.py; it compiles at start-up): assumed for a CPU plan served by vLLM until one is measured."""
 
 DEFAULTS: dict[str, Assumptions] = {
-    # SmolLM2-135M on the CPU, the embedded server, the quick suite at 16 in flight: examples/quickstart.toml from a
-    # fresh clone on 2026-11-23, on the project's idle 2-core machine (load average below 1): 6m30s in all. Each
-    # figure is that run's own, from its sweep-state.json (compress_s; startup_s; 52 requests over evaluate_s).
-    # Compression includes loading the model and two perplexity passes; AWQ's grid search dominates it. On the same
-    # machine shared with other work (load average 3-5) two runs took 16m46s and 19m12s: every stage 2.5-3x slower,
-    # pruned checkpoints' requests most of all (their long generations compete for the cores).
+    # SmolLM2-135M on the CPU, the embedded server (float32: what `auto` picks on a CPU without fast bfloat16), the
+    # quick suite at 16 in flight: examples/quickstart.toml from a fresh clone with an empty comptrust cache on
+    # 2026-12-07, on CPU B (the README's "Where the numbers come from": an Ice Lake Xeon, 2 cores, AVX-512 without
+    # bfloat16 hardware, the common kind), idle: 12m20s in all. Each figure is that run's own (compress: from one
+    # "compressing" line to the next, dense including the one-off GGUF conversion, 40 s; startup: launch to healthy;
+    # 52 requests over the evaluate time). Compression includes loading the model and two perplexity passes; AWQ's
+    # grid search dominates it. CPU A (with bfloat16 hardware) ran the same plan in 6m30s on 2026-11-23, every stage
+    # about 2x faster; a machine shared with other work runs every stage 2.5-3x slower.
     "cpu": Assumptions(
         compress_s={
-            "dense": 26.0,
-            "gptq": 36.0,
-            "awq": 94.0,
-            "magnitude": 10.0,
-            "sparsegpt": 30.0,
-            "wanda": 16.0,
-            "*": 40.0,
+            "dense": 54.0,
+            "gptq": 68.0,
+            "awq": 111.0,
+            "magnitude": 13.0,
+            "sparsegpt": 56.0,
+            "wanda": 22.0,
+            "*": 60.0,
         },
-        startup_s=12.5,
+        startup_s=22.0,
         requests_per_s={
-            "dense": 4.0,
-            "gptq": 3.4,
-            "awq": 3.6,
-            "magnitude": 3.6,
-            "sparsegpt": 3.9,
-            "wanda": 3.7,
-            "*": 3.5,
+            "dense": 1.3,
+            "gptq": 1.0,
+            "awq": 0.9,
+            "magnitude": 1.3,
+            "sparsegpt": 1.8,
+            "wanda": 1.6,
+            "*": 1.2,
         },
     ),
     # A 13B model on one H100-class GPU with TGI (the paper plan): not measured by comptrust; order-of-magnitude
