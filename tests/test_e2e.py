@@ -27,6 +27,9 @@ name = "dense"
 name = "magnitude"
 pattern = "2:4"
 
+[[methods]]
+name = "no-such-method"
+
 [serve]
 launcher = "embedded"
 dtype = "auto"
@@ -41,13 +44,23 @@ limit = 1
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sweep_end_to_end_with_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole path on the real model, and one failing checkpoint (an unknown method) in the same grid, which
+    does not stop the others (one sweep proves both: each costs a SmolLM2 serve and evaluate)."""
     out = tmp_path / "study"
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN.format(out=out.as_posix()))
 
-    assert main([str(plan)]) == 0
-    printed = capsys.readouterr().out
+    assert main([str(plan)]) == 1
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "side by side" in printed and "smol-dense" in printed and "smol-magnitude-2of4" in printed
+    assert "1 checkpoint(s) failed: smol-no-such-method" in captured.err
+    assert not (out / "checkpoints" / "smol-no-such-method").exists()
+
+    assert main(["status", str(plan)]) == 0
+    status = capsys.readouterr().out
+    assert "smol-dense" in status and "evaluated" in status
+    assert "smol-no-such-method" in status and "failed (compress: " in status
 
     dense, pruned = (
         read_manifest(out / "checkpoints" / "smol-dense"),
@@ -94,47 +107,6 @@ def test_sweep_end_to_end_with_smollm2(tmp_path: Path, capsys: pytest.CaptureFix
     assert set(scores["checkpoint"]) == {"smol-dense", "smol-magnitude-2of4"}
     assert scores.height == 16
 
-    # rerunning resumes: every stage is found done and nothing is duplicated
-    assert main([str(plan)]) == 0
-    assert (run / "records" / "smol-magnitude-2of4.ndjson").read_text().splitlines() == lines
-
-
-FAILING_PLAN = """
-[study]
-name = "partial"
-out = "{out}"
-
-[[models]]
-name = "smol"
-source = "smollm2-135m-instruct"
-
-[[methods]]
-name = "no-such-method"
-
-[[methods]]
-name = "dense"
-
-[evaluate]
-suite = "quick"
-limit = 1
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(400)
-def test_one_failing_checkpoint_does_not_stop_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "study"
-    plan = tmp_path / "plan.toml"
-    plan.write_text(FAILING_PLAN.format(out=out.as_posix()))
-
+    # rerunning resumes: every stage is found done and nothing is duplicated (the unknown method fails again)
     assert main([str(plan)]) == 1
-    captured = capsys.readouterr()
-    assert "1 checkpoint(s) failed: smol-no-such-method" in captured.err
-    assert "smol-dense" in captured.out
-    assert not (out / "checkpoints" / "smol-no-such-method").exists()
-    assert (out / "analysis" / "scores.parquet").is_file()
-
-    assert main(["status", str(plan)]) == 0
-    status = capsys.readouterr().out
-    assert "smol-dense" in status and "evaluated" in status
-    assert "smol-no-such-method" in status and "failed (compress: " in status
+    assert (run / "records" / "smol-magnitude-2of4.ndjson").read_text().splitlines() == lines

@@ -24,7 +24,16 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(900)
 def test_real_vllm_serves_smollm2_and_the_quick_suite_runs_without_an_error(tmp_path: Path) -> None:
     checkpoint = open_checkpoint(resolve_model("smollm2-135m-instruct").path, "smol-dense")
-    options = LaunchOptions(engine="vllm", log_dir=tmp_path / "logs", startup_timeout_s=780, max_total_tokens=2048)
+    # -O0: no torch.compile (vLLM's CPU build otherwise compiles the model with inductor at every start, minutes on
+    # 2 cores); what this test proves (the engine starts through the launcher, seeded requests at 64 in flight come
+    # back without an error) does not depend on compilation
+    options = LaunchOptions(
+        engine="vllm",
+        log_dir=tmp_path / "logs",
+        startup_timeout_s=780,
+        max_total_tokens=2048,
+        extra_args=("-O0",),
+    )
     with launch_fleet([checkpoint], "process", options) as fleet:
         assert not fleet.failures, fleet.failures
         (endpoint,) = fleet.endpoints
