@@ -179,8 +179,13 @@ class Fakes:
                     "delta": [-9.0],
                     "ci_low": [-12.0],
                     "ci_high": [-6.0],
+                    "adj_low": [-12.5],
+                    "adj_high": [-5.5],
+                    "adj_level": [0.05],
+                    "p_adj": [0.001],
                     "seeds": [2],
                     "verdict": ["drop"],
+                    "ci_note": [None],
                 }
             )
             config.out_dir().mkdir(parents=True, exist_ok=True)
