@@ -31,6 +31,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -46,6 +47,7 @@ __all__ = [
     "bounded_score_interval",
     "no_test",
     "normal_test",
+    "sign_flip_floor",
     "sign_flip_test",
     "t_test",
 ]
@@ -81,6 +83,11 @@ def adjust(ps: list[float], method: str) -> np.ndarray:
     out = np.empty(m)
     out[order] = stepped
     return out
+
+
+def sign_flip_floor(clusters: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test of ``clusters`` clusters can give: 2 / 2^G."""
+    return 2.0 ** (1 - clusters)
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ def sign_flip_test(totals: np.ndarray, weights: np.ndarray, *, scale: float = 10
             return None
         return low * scale, high * scale
 
-    floor = 2.0 / n if exact else 1.0 / n
+    floor = sign_flip_floor(g) if exact else 1.0 / n
     kind = f"exact over {int(n)} sign vectors" if exact else f"{int(n)} seeded sign vectors"
     return Test(
         estimate=theta * scale,
@@ -195,22 +202,7 @@ def t_test(estimate: float, se: float, clusters: int, *, bound: float = 100.0, m
     interval intersected with the parameter space [-``bound``, ``bound``]."""
     if clusters < 2:
         return no_test(estimate, method, "one cluster")
-    if not se > 0:
-        return no_test(estimate, method, "no spread between clusters")
-    dof = clusters - 1
-
-    def p_at(d0: float) -> float:
-        return float(2 * stats.t.sf(abs((estimate - d0) / se), dof))
-
-    def interval(alpha: float) -> tuple[float, float]:
-        q = float(stats.t.ppf(1 - alpha / 2, dof))
-        return max(-bound, estimate - q * se), min(bound, estimate + q * se)
-
-    def one(d0: float, greater: bool) -> float:
-        z = (estimate - d0) / se
-        return float(stats.t.sf(z, dof) if greater else stats.t.cdf(z, dof))
-
-    return Test(estimate, method, p_at, interval, one)
+    return _reference_test(estimate, se, stats.t(clusters - 1), bound=bound, method=method)
 
 
 def bootstrap_test(estimate: float, se: float, clusters: int, *, bound: float = 100.0, method: str) -> Test:
@@ -225,19 +217,25 @@ def bootstrap_test(estimate: float, se: float, clusters: int, *, bound: float = 
 
 def normal_test(estimate: float, se: float, *, bound: float = 100.0, method: str) -> Test:
     """``estimate`` with standard error ``se`` and a normal reference, inside [-``bound``, ``bound``]."""
+    return _reference_test(estimate, se, stats.norm(), bound=bound, method=method)
+
+
+def _reference_test(estimate: float, se: float, reference: Any, *, bound: float, method: str) -> Test:
+    """``(estimate - δ) / se`` against ``reference`` (a frozen scipy distribution, symmetric about 0): p-values,
+    intervals inside [-``bound``, ``bound``] and one-sided p-values."""
     if not se > 0:
         return no_test(estimate, method, "no spread between clusters")
 
     def p_at(d0: float) -> float:
-        return float(2 * stats.norm.sf(abs((estimate - d0) / se)))
+        return float(2 * reference.sf(abs((estimate - d0) / se)))
 
     def interval(alpha: float) -> tuple[float, float]:
-        q = float(stats.norm.ppf(1 - alpha / 2))
+        q = float(reference.ppf(1 - alpha / 2))
         return max(-bound, estimate - q * se), min(bound, estimate + q * se)
 
     def one(d0: float, greater: bool) -> float:
         z = (estimate - d0) / se
-        return float(stats.norm.sf(z) if greater else stats.norm.cdf(z))
+        return float(reference.sf(z) if greater else reference.cdf(z))
 
     return Test(estimate, method, p_at, interval, one)
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import polars as pl
 from statsmodels.stats.power import TTestPower
 
+from comptrust_analysis.decide import sign_flip_floor
+
 __all__ = ["ALPHA", "ASSUMED_SD", "POWER", "Detectable", "detectable_drop", "detectable_drops"]
 
 ALPHA = 0.05
@@ -44,7 +46,7 @@ class Detectable:
 def detectable_drop(requests: int, sd: float, *, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """The smallest true change (score points) a paired two-sided test finds with ``power`` on ``requests``
     independent units (clusters) whose paired differences spread ``sd`` (0-1 scale)."""
-    if requests < 2 or not sd > 0 or (requests < 64 and 2.0 / 2.0**requests > alpha):
+    if requests < 2 or not sd > 0 or sign_flip_floor(requests) > alpha:
         return None
     es = TTestPower().solve_power(effect_size=None, nobs=requests, alpha=alpha, power=power, alternative="two-sided")
     return float(es) * sd * 100
@@ -78,7 +80,8 @@ def detectable_drops(
             units, sd = n, ASSUMED_SD
             source = f"assumed per-request SD {ASSUMED_SD:g}, independent items"
         drop = detectable_drop(units, sd, alpha=alpha)
-        if drop is None and 2 <= units < 64 and 2.0 / 2.0**units > alpha:
-            source = f"too few clusters to decide: {units} give no p below {2.0 / 2.0**units:.3g} > {alpha:.3g}"
+        floor = sign_flip_floor(units)
+        if drop is None and units >= 2 and floor > alpha:
+            source = f"too few clusters to decide: {units} give no p below {floor:.3g} > {alpha:.3g}"
         out.append(Detectable(perspective, n, drop, source))
     return out
