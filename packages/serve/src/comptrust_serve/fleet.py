@@ -99,17 +99,31 @@ class _Start(threading.Thread):
         self.startup = startup
         self.handle: ServerHandle | None = None
         self.error: str | None = None
+        self.finished = threading.Event()
+        """Set when :meth:`run` has returned. The waiting thread waits on this, not on ``join``: on Python 3.11 a
+        KeyboardInterrupt that lands inside ``Thread.join`` can mark a thread that is still running as stopped
+        (bpo-45274's handler releases the running thread's own state lock), after which ``join`` returns at once and
+        the fleet would give up on a start it still has to wait for. Seen in CI as a start thread left running."""
 
     def run(self) -> None:
         try:
             handle = launch_checkpoint(self.checkpoint, self.launcher, self.options, startup=self.startup)
             self.startup.spawned(handle)  # a launcher that did not hand it over: stopped here if called off
+            self.handle = handle
         except Exception as exc:
             self.error = str(exc) or type(exc).__name__
             if not isinstance(exc, StartCancelled):
                 logger.error("%s failed to start: %s", self.checkpoint.name, self.error)
-            return
-        self.handle = handle
+        finally:
+            self.finished.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until this start has ended, at most ``timeout`` seconds; whether it has. Interruptible, and an
+        interrupt leaves the thread's state intact (see :attr:`finished`)."""
+        if not self.finished.wait(timeout):
+            return False
+        self.join(timeout)  # run() has returned: only the thread's own exit is left, which takes no time
+        return not self.is_alive()
 
 
 def launch_fleet(
@@ -148,14 +162,14 @@ def launch_fleet(
         for start in starts:
             start.start()
         for start in starts:
-            while start.is_alive():
-                start.join(_WAIT_S)
+            while not start.wait(_WAIT_S):
+                pass
     except BaseException:
         startup.cancel()  # stops every server spawned so far; any spawned from now on is stopped at once
         deadline = time.monotonic() + options.stop_timeout_s + 5
         for start in starts:
             if start.ident is not None:  # started as a thread: it ends as soon as its launcher sees the cancel
-                start.join(max(0.0, deadline - time.monotonic()))
+                start.wait(max(0.0, deadline - time.monotonic()))
         raise
     for start in starts:
         if start.handle is not None:
