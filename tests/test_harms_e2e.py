@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from comptrust_analysis import AnalysisConfig, analyze
-from comptrust_compress.models import resolve_model
 from comptrust_evaluate import EvaluateConfig
 from comptrust_evaluate.api import evaluate
 from comptrust_evaluate.config import EndpointSpec
@@ -124,8 +123,8 @@ def test_beyond_perplexity_through_the_embedded_server_with_a_tiny_model(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_perplexity_from_smollm2_prompt_logprobs_equals_transformers(tmp_path: Path) -> None:
-    folder = resolve_model("smollm2-135m-instruct").path
+def test_perplexity_from_smollm2_prompt_logprobs_equals_transformers(tmp_path: Path, smollm2: Path) -> None:
+    folder = smollm2
     suite = tmp_path / "suite.toml"
     lm_only = SUITE.split("[[scenario]]")
     suite.write_text(lm_only[0] + "[[scenario]]" + lm_only[2])  # the perplexity scenario alone

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from comptrust_compress.models import resolve_model
 from comptrust_evaluate import EvaluateConfig, evaluate
 from comptrust_evaluate.config import EndpointSpec
 from comptrust_evaluate.store.ndjson import read_records
@@ -22,8 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_real_vllm_serves_smollm2_and_the_quick_suite_runs_without_an_error(tmp_path: Path) -> None:
-    checkpoint = open_checkpoint(resolve_model("smollm2-135m-instruct").path, "smol-dense")
+def test_real_vllm_serves_smollm2_and_the_quick_suite_runs_without_an_error(tmp_path: Path, smollm2: Path) -> None:
+    checkpoint = open_checkpoint(smollm2, "smol-dense")
     # -O0: no torch.compile (vLLM's CPU build otherwise compiles the model with inductor at every start, minutes on
     # 2 cores); what this test proves (the engine starts through the launcher, seeded requests at 64 in flight come
     # back without an error) does not depend on compilation

