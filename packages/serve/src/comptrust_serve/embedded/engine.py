@@ -281,6 +281,7 @@ class Engine:
             self._choose(rows, out.logits[:, -1, :])
         except Exception as exc:
             logger.exception("decode step over %d row(s) failed", len(rows))
+            self._batch_size = 0
             for row in rows:
                 _fail(row.request.result, GenerationFailed(f"Request failed during generation: {exc}"))
             self.stats.failed += len(rows)
@@ -294,19 +295,25 @@ class Engine:
             row.append(picks.tokens[i], picks.logprobs[i], picks.top_tokens[i], self._eos_ids, self._decode)
 
     def _retire(self, batch: Batch) -> None:
-        """Complete finished rows, drop cancelled ones, and shrink the batch to the rest."""
+        """Complete finished rows, drop cancelled ones, and shrink the batch to the rest. The batch-size gauge is
+        updated before any finished row's answer is released: a client that reads ``/metrics`` right after its answer
+        must not see its own finished row still counted in the batch (seen under load)."""
         keep: list[int] = []
+        finished: list[Row] = []
         for i, row in enumerate(batch.rows):
             if row.request.result.cancelled():
                 self.stats.cancelled += 1
                 continue
             if row.finish is not None:
-                _complete(row.request.result, row.result())
-                self.stats.completed += 1
-                self.stats.generated_tokens += len(row.tokens)
+                finished.append(row)
                 continue
             keep.append(i)
         batch.keep(keep)
+        self._batch_size = batch.size
+        for row in finished:
+            self.stats.completed += 1
+            self.stats.generated_tokens += len(row.tokens)
+            _complete(row.request.result, row.result())
 
 
 def _complete(future: Future[GenResult], result: GenResult) -> None:
