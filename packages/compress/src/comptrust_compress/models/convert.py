@@ -11,6 +11,7 @@ converting again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import time
@@ -65,12 +66,7 @@ def _read_source(folder: Path) -> ConvertedAlias | None:
 
 @contextlib.contextmanager
 def _converting(final: Path) -> Iterator[None]:
-    """Hold the lock on ``final``'s conversion (an advisory lock on a file; none where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: conversions may then run twice, each still atomic
-        yield
-        return
+    """Hold the lock on ``final``'s conversion (an advisory ``flock`` on a file in the cache)."""
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"{final.name}.lock", "a+b") as lock:
